@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small helpers shared by every module of scalelab.testbed.
+
+Nothing here touches the kernel; it is safe to import without root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# Names that reach the kernel or the file system (namespaces, interfaces,
+# units) are restricted to a conservative alphabet: no shell metacharacters,
+# no path separators, no whitespace.
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]*$')
+
+# IFNAMSIZ is 16 including the terminating NUL.
+IFNAME_MAX = 15
+NETNS_NAME_MAX = 64
+
+
+class TestbedError(Exception):
+    """A validation or apply error that names the field and the fix."""
+
+    def __init__(self, field, message, fix=None):
+        self.field = field
+        self.message = message
+        self.fix = fix
+        text = '%s: %s' % (field, message)
+        if fix:
+            text += ' (fix: %s)' % fix
+        super(TestbedError, self).__init__(text)
+
+
+def validate_name(value, field, max_len=NETNS_NAME_MAX, what='name'):
+    """Return value if it is a safe name, else raise TestbedError."""
+    if not isinstance(value, str) or not value:
+        raise TestbedError(field, 'an empty %s is not allowed' % what,
+                           'give a non-empty %s' % what)
+    if len(value) > max_len:
+        raise TestbedError(field, '%s %r is %d characters long, the limit is %d'
+                           % (what, value, len(value), max_len),
+                           'use a %s of at most %d characters' % (what, max_len))
+    if value in ('.', '..') or not _NAME_RE.match(value):
+        raise TestbedError(field, '%s %r contains characters that are not allowed '
+                           '(shell metacharacters, whitespace, "/" or ":")' % (what, value),
+                           'use only letters, digits, ".", "_", "@" and "-", '
+                           'starting with a letter or digit')
+    return value
+
+
+def validate_ifname(value, field):
+    return validate_name(value, field, max_len=IFNAME_MAX, what='interface name')
+
+
+def is_container():
+    """True when this process runs inside a container (podman, docker, lxc)."""
+    if os.path.exists('/run/.containerenv') or os.path.exists('/.dockerenv'):
+        return True
+    try:
+        with open('/proc/1/environ', 'rb') as f:
+            env = f.read().split(b'\0')
+        if any(e.startswith(b'container=') for e in env):
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def systemd_running():
+    """True when systemd is the running system manager (sd_booted(3))."""
+    return os.path.isdir('/run/systemd/system')
