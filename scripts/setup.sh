@@ -39,3 +39,11 @@ fi
 mkdir -p .collections/ansible_collections/scalelab
 ln -sfn ../../.. .collections/ansible_collections/scalelab/testbed
 echo "setup: ready (activate with: . .venv/bin/activate)"
+
+# ansible-test bootstraps pip in its sanity venvs from a script it downloads
+# from a host that is not reachable here; give it an offline equivalent.
+pip_version=$(grep -oE "pip='[0-9.]+'" .venv/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -n1 | tr -dc '0-9.')
+if [ -n "$pip_version" ]; then
+    mkdir -p ~/.ansible/test/cache
+    cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+fi
