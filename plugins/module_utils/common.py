@@ -14,7 +14,7 @@ import re
 # Names that reach the kernel or the file system (namespaces, interfaces,
 # units) are restricted to a conservative alphabet: no shell metacharacters,
 # no path separators, no whitespace.
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]*$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]*\Z')
 
 # IFNAMSIZ is 16 including the terminating NUL.
 IFNAME_MAX = 15
@@ -55,9 +55,30 @@ def validate_ifname(value, field):
     return validate_name(value, field, max_len=IFNAME_MAX, what='interface name')
 
 
+# Inode numbers the kernel gives its initial PID and user namespaces
+# (PROC_PID_INIT_INO, PROC_USER_INIT_INO in include/linux/proc_ns.h).
+_INIT_PID_NS_INO = 0xEFFFFFFC
+_INIT_USER_NS_INO = 0xEFFFFFFD
+
+
+def _in_initial_namespaces():
+    """True when this process shares the kernel's initial PID and user namespaces."""
+    try:
+        return (os.stat('/proc/self/ns/pid').st_ino == _INIT_PID_NS_INO
+                and os.stat('/proc/self/ns/user').st_ino == _INIT_USER_NS_INO)
+    except OSError:
+        return False
+
+
 def is_container():
-    """True when this process runs inside a container (podman, docker, lxc)."""
-    if os.path.exists('/run/.containerenv') or os.path.exists('/.dockerenv'):
+    """True when this process runs inside a container (podman, docker, lxc).
+
+    /run/.containerenv and container= in PID 1's environment are trusted.
+    /.dockerenv alone is not: VM images built from a Docker image keep it, so
+    it counts only when the process is not in the kernel's initial PID and
+    user namespaces (which a container never is, unless run with --pid=host).
+    """
+    if os.path.exists('/run/.containerenv'):
         return True
     try:
         with open('/proc/1/environ', 'rb') as f:
@@ -66,6 +87,8 @@ def is_container():
             return True
     except OSError:
         pass
+    if os.path.exists('/.dockerenv'):
+        return not _in_initial_namespaces()
     return False
 
 

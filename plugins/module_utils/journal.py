@@ -12,13 +12,22 @@ Layout (JSON)::
 
     {"version": 1,
      "entries": {"sysctl": {"<scope>|<key>": {"previous": "...", "time": ...}},
-                 "file":   {"<path>": {"previous": "<content>" | null, ...}}}}
+                 "file":   {"<path>": {"previous": "<content>" | null, ...}},
+                 "hashsize": {"<sysfs path>": {"previous": "<int>", ...}}}}
 
-A ``previous`` of null for a file means the file did not exist before.
+``<scope>`` is the name of the network namespace the key was set in, or
+``-`` for the host. A ``previous`` of null for a file means the file did not
+exist before; ``created_dirs`` lists directories made for it (removed on
+restore when empty).
+
+Besides the Journal class this file holds the small helpers the modules use
+to record and restore files (read_text, atomic_write, remove_file) and the
+pure restore planning (plan_file_restore).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -26,6 +35,25 @@ import time
 
 DEFAULT_JOURNAL = '/var/lib/scalelab_testbed/journal.json'
 VERSION = 1
+
+KIND_SYSCTL = 'sysctl'
+KIND_FILE = 'file'
+KIND_HASHSIZE = 'hashsize'
+KINDS = (KIND_SYSCTL, KIND_FILE, KIND_HASHSIZE)
+HOST_SCOPE = '-'
+
+
+def sysctl_key(netns, key):
+    """Journal key of a sysctl: '<netns or ->|<dotted key>'."""
+    return '%s|%s' % (netns or HOST_SCOPE, key)
+
+
+def split_sysctl_key(jkey):
+    """(netns or None, dotted key) from a journal key."""
+    scope, _sep, key = jkey.partition('|')
+    if not _sep:
+        return None, jkey
+    return (None if scope == HOST_SCOPE else scope), key
 
 
 class Journal(object):
@@ -93,3 +121,88 @@ class Journal(object):
                 os.unlink(tmp)
             raise
         self.dirty = False
+
+
+# ------------------------------------------------------------------ files
+
+def read_text(path):
+    """The content of path, or None when it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def missing_dirs(path):
+    """Directories that must be created (outermost first) to hold path."""
+    dirs = []
+    directory = os.path.dirname(path)
+    while directory and directory != '/' and not os.path.isdir(directory):
+        dirs.insert(0, directory)
+        directory = os.path.dirname(directory)
+    return dirs
+
+
+def atomic_write(module, path, content, mode=0o644):
+    """Write content to a temp file beside path, then module.atomic_move.
+
+    A symlinked path stays a symlink (atomic_move writes to its target);
+    an existing file keeps its owner and mode.
+    """
+    for directory in missing_dirs(path):
+        os.mkdir(directory, 0o755)
+    # atomic_move renames over its destination: give it the symlink's target
+    # so that the link itself stays in place.
+    target = os.path.realpath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.scalelab-testbed.')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(content)
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_file(path, created_dirs=()):
+    """Remove path (if present) and then the created_dirs left empty."""
+    if os.path.lexists(path):
+        os.unlink(path)
+    for directory in sorted(created_dirs or (), key=len, reverse=True):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def describe_content(content):
+    if content is None:
+        return 'absent'
+    return 'present (%d bytes)' % len(content.encode('utf-8'))
+
+
+def plan_file_restore(entries, current):
+    """Journal file entries + current contents -> restore actions.
+
+    entries: {path: entry}; current: {path: content or None}. Returns a list
+    of dicts {path, action ('write'|'remove'|'none'), content, before,
+    created_dirs}, sorted by path.
+    """
+    actions = []
+    for path in sorted(entries):
+        entry = entries[path]
+        previous = entry.get('previous')
+        now = current.get(path)
+        if previous == now:
+            action = 'none'
+        elif previous is None:
+            action = 'remove'
+        else:
+            action = 'write'
+        actions.append({'path': path, 'action': action, 'content': previous, 'before': now,
+                        'created_dirs': entry.get('created_dirs') or []})
+    return actions

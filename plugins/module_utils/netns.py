@@ -82,3 +82,8 @@ def create_netns(name):
 
 def remove_netns(name):
     _pr_netns.remove(name)
+
+
+def netns_pids(name):
+    """PIDs of the processes whose network namespace is the named one."""
+    return sorted(_pr_netns.ns_pids().get(name, []))

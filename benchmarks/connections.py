@@ -1,0 +1,681 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark of the load engine (files/tcpscale.py) at N connections.
+
+    . .venv/bin/activate
+    flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
+        [--baseline] [--heartbeat-interval 30] [--keep-going]
+
+For every phase it creates two fresh network namespaces (tbd-bench-srv and
+tbd-bench-cli) joined by a veth pair, gives the client side enough source
+aliases, tunes the namespaces (port range, somaxconn, SYN backlog), runs the
+server half and then the client half at N, verifies the count with the
+collection's sock_diag counter in both namespaces, and tears everything down
+(also on Ctrl-C or failure). Host values it touches
+(net.ipv4.tcp_child_ehash_entries around namespace creation, fs.file-max only
+if too low) are restored.
+
+Phases: the engine; with --heartbeat-interval the engine again with
+heartbeats and server echo (the cost is the loss of connect rate); with
+--baseline a naive baseline in the same run: one listener process per port,
+one client process per port, blocking connect()/accept(), one socket object
+per connection (as the throw-away scripts of ENVIRONMENT.md), at the same N.
+
+The last stdout line is one JSON object: established, seconds_to_target,
+connections_per_s, user_bytes_per_conn (PSS of the client and server
+processes together), kernel_bytes_per_conn (Slab + TCP memory delta), and
+per phase details, plus ratios against the baseline.
+"""
+
+import argparse
+import json
+import math
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+ENGINE = os.path.join(REPO, 'files', 'tcpscale.py')
+sys.path.insert(0, os.path.join(REPO, '.collections'))
+
+try:
+    from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
+    from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsmod
+    from pyroute2 import IPRoute
+except ImportError as exc:     # pragma: no cover - environment problem
+    sys.stderr.write('connections.py: cannot import the collection or pyroute2 (%s); run it with '
+                     'the project virtualenv: . .venv/bin/activate\n' % exc)
+    sys.exit(2)
+
+NS_SRV = 'tbd-bench-srv'
+NS_CLI = 'tbd-bench-cli'
+VETH_SRV = 'tbd-bs'
+VETH_CLI = 'tbd-bc'
+SRV_ADDR = '198.18.0.1'
+NET_PREFIX = 15
+CLI_CIDR = '198.19.0.0/16'          # aliases 198.19.0.1 ...
+PORT_LO = 10000
+BASE_PORT_LO = 20000
+BASE_PER_PROC = 19000
+SOMAXCONN = 262144
+
+BASELINE_SERVER = r'''
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((addr, port))
+ls.listen(65535)
+print('ready', flush=True)
+conns = []
+while len(conns) < n:
+    c, _a = ls.accept()
+    conns.append(c)
+print('held %d' % len(conns), flush=True)
+sys.stdin.readline()
+'''
+
+BASELINE_CLIENT = r'''
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+print('loaded', flush=True)
+sys.stdin.readline()
+conns = []
+errors = 0
+while len(conns) < n:
+    s = socket.socket()
+    try:
+        s.connect((addr, port))
+    except OSError:
+        errors += 1
+        s.close()
+        if errors > 1000:
+            break
+        continue
+    conns.append(s)
+print('done %d %.6f %d' % (len(conns), time.monotonic(), errors), flush=True)
+sys.stdin.readline()
+'''
+
+
+def log(msg):
+    sys.stderr.write('[bench %s] %s\n' % (time.strftime('%H:%M:%S'), msg))
+    sys.stderr.flush()
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# host and namespace plumbing
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def write(path, value):
+    with open(path, 'w') as f:
+        f.write(str(value))
+
+
+def ns_sysctl(name, key, value):
+    path = '/proc/sys/' + key.replace('.', '/')
+    with nsmod.enter_netns(name):
+        write(path, value)
+        return read(path)
+
+
+class HostSettings(object):
+    """Host sysctls changed by the benchmark, restored by restore()."""
+
+    def __init__(self):
+        self.saved = {}
+
+    def set(self, key, value):
+        path = '/proc/sys/' + key.replace('.', '/')
+        if key not in self.saved:
+            self.saved[key] = read(path)
+        write(path, value)
+
+    def restore_key(self, key):
+        if key in self.saved:
+            write('/proc/sys/' + key.replace('.', '/'), self.saved.pop(key))
+
+    def restore(self):
+        for key in list(self.saved):
+            try:
+                self.restore_key(key)
+            except OSError as exc:
+                log('could not restore %s: %s' % (key, exc))
+
+
+def remove_namespaces():
+    for name in (NS_SRV, NS_CLI):
+        if nsmod.netns_exists(name):
+            nsmod.remove_netns(name)
+
+
+def create_namespaces(host, n_sources, ehash):
+    remove_namespaces()
+    ehash_path = '/proc/sys/net/ipv4/tcp_child_ehash_entries'
+    if ehash and os.path.exists(ehash_path):
+        host.set('net.ipv4.tcp_child_ehash_entries', ehash)
+    try:
+        nsmod.create_netns(NS_SRV)
+        nsmod.create_netns(NS_CLI)
+    finally:
+        host.restore_key('net.ipv4.tcp_child_ehash_entries')
+    with IPRoute(netns=NS_SRV) as ip:
+        ip.link('add', ifname=VETH_SRV, kind='veth',
+                peer={'ifname': VETH_CLI, 'net_ns_fd': NS_CLI})
+        idx = ip.link_lookup(ifname=VETH_SRV)[0]
+        ip.addr('add', index=idx, address=SRV_ADDR, prefixlen=NET_PREFIX)
+        ip.link('set', index=idx, state='up')
+        ip.link('set', index=ip.link_lookup(ifname='lo')[0], state='up')
+    sources = ['198.19.%d.%d' % (i // 254, i % 254 + 1) for i in range(n_sources)]
+    with IPRoute(netns=NS_CLI) as ip:
+        idx = ip.link_lookup(ifname=VETH_CLI)[0]
+        for a in sources:
+            ip.addr('add', index=idx, address=a, prefixlen=NET_PREFIX)
+        ip.link('set', index=idx, state='up')
+        ip.link('set', index=ip.link_lookup(ifname='lo')[0], state='up')
+    ns_sysctl(NS_CLI, 'net.ipv4.ip_local_port_range', '1024 65535')
+    ns_sysctl(NS_SRV, 'net.core.somaxconn', SOMAXCONN)
+    ns_sysctl(NS_SRV, 'net.ipv4.tcp_max_syn_backlog', SOMAXCONN)
+    return sources
+
+
+# ---------------------------------------------------------------------------
+# measurements
+
+def meminfo():
+    out = {}
+    with open('/proc/meminfo') as f:
+        for line in f:
+            k, v = line.split(':', 1)
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def tcp_mem_bytes():
+    with open('/proc/net/sockstat') as f:
+        for line in f:
+            if line.startswith('TCP:'):
+                parts = line.split()
+                return int(parts[parts.index('mem') + 1]) * os.sysconf('SC_PAGE_SIZE')
+    return 0
+
+
+def slabinfo():
+    out = {}
+    try:
+        with open('/proc/slabinfo') as f:
+            for line in f:
+                if line.startswith(('slabinfo', '#')):
+                    continue
+                p = line.split()
+                out[p[0]] = int(p[1]) * int(p[3])      # active objects x object size
+    except OSError:
+        pass
+    return out
+
+
+def softnet_drops():
+    total = 0
+    with open('/proc/net/softnet_stat') as f:
+        for line in f:
+            total += int(line.split()[1], 16)
+    return total
+
+
+def kernel_state():
+    m = meminfo()
+    return {'slab': m.get('Slab', 0), 'tcp_mem': tcp_mem_bytes(), 'slabinfo': slabinfo(),
+            'drops': softnet_drops(), 'page_tables': m.get('PageTables', 0),
+            'kernel_stack': m.get('KernelStack', 0)}
+
+
+def kernel_delta(before, after, per):
+    slab = after['slab'] - before['slab']
+    tcp = after['tcp_mem'] - before['tcp_mem']
+    caches = []
+    for k, v in after['slabinfo'].items():
+        d = v - before['slabinfo'].get(k, 0)
+        if d > 0:
+            caches.append((d, k))
+    caches.sort(reverse=True)
+    return {
+        'kernel_bytes': slab + tcp,
+        'kernel_bytes_per_conn': round((slab + tcp) / float(per), 1) if per else None,
+        'slab_per_conn_by_cache': dict((k, round(d / float(per), 1)) for d, k in caches[:10])
+        if per else {},
+        'page_tables_and_stacks_per_conn': round(
+            (after['page_tables'] - before['page_tables'] + after['kernel_stack']
+             - before['kernel_stack']) / float(per), 1) if per else None,
+        'softnet_drops': after['drops'] - before['drops'],
+    }
+
+
+def pss(pid):
+    try:
+        with open('/proc/%d/smaps_rollup' % pid) as f:
+            for line in f:
+                if line.startswith('Pss:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def wait_settled(label, timeout=300.0):
+    """Wait until the kernel has freed the previous phase's sockets."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        s = meminfo()['Slab']
+        if last is not None and abs(s - last) < 8 << 20:
+            break
+        last = s
+        time.sleep(1.0)
+    log('%s: kernel settled after %.1f s (Slab %.0f MB)' % (label, time.monotonic() - t0,
+                                                           meminfo()['Slab'] / 1e6))
+
+
+def count(ns, local_ports=None, remote_ports=None):
+    t = time.monotonic()
+    c = count_tcp_states(netns=ns, states=['established'], local_ports=local_ports,
+                         remote_ports=remote_ports)['established']
+    return c, round(time.monotonic() - t, 2)
+
+
+def ip_netns_exec(ns, argv):
+    return ['ip', 'netns', 'exec', ns] + argv
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith('{'):
+            return json.loads(line)
+    return None
+
+
+def terminate(proc, sig=signal.SIGTERM, timeout=120.0):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log('pid %d did not stop in %.0f s: killing its process group' % (proc.pid, timeout))
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# phases
+
+class Phase(object):
+    def __init__(self, args, host, label):
+        self.args = args
+        self.host = host
+        self.label = label
+        self.procs = []
+        self.workdir = '/tmp/tbd-bench-%d-%s' % (os.getpid(), label)
+        os.makedirs(self.workdir, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def spawn(self, argv, **kw):
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        self.procs = []
+        remove_namespaces()
+
+
+def n_sources_for(n, ports):
+    # keep every (source, destination, port) tuple under a quarter of the 64,512 local ports
+    return max(2, int(math.ceil(n / float(ports * 16000))))
+
+
+def run_engine(args, host, heartbeat=None):
+    label = 'engine-hb' if heartbeat else 'engine'
+    ph = Phase(args, host, label)
+    n = args.connections
+    ports = args.ports
+    nsrc = args.sources or n_sources_for(n, ports)
+    ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
+    result = {'phase': label}
+    try:
+        sources = create_namespaces(host, nsrc, ehash)
+        log('%s: namespaces %s/%s, %d source aliases, child ehash %d' % (label, NS_SRV, NS_CLI,
+                                                                      len(sources), ehash))
+        port_range = '%d-%d' % (PORT_LO, PORT_LO + ports - 1)
+        server_argv = [sys.executable, ENGINE, 'server', '--listen', SRV_ADDR, '--ports',
+                       port_range, '--backlog', str(SOMAXCONN),
+                       '--ready-file', ph.path('ready'), '--status-file', ph.path('sstatus'),
+                       '--summary-file', ph.path('ssummary')]
+        if heartbeat:
+            server_argv.append('--echo')
+        server = ph.spawn(ip_netns_exec(NS_SRV, server_argv), stdout=subprocess.PIPE,
+                          stderr=open(ph.path('server.err'), 'w'), universal_newlines=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ph.path('ready')):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise BenchError('the server did not become ready: %s'
+                                 % open(ph.path('server.err')).read()[-2000:])
+            time.sleep(0.05)
+        before = kernel_state()
+        client_argv = [sys.executable, ENGINE, 'client', '--targets', SRV_ADDR, '--ports',
+                       port_range, '--sources', ','.join(sources), '--connections', str(n),
+                       '--status-file', ph.path('cstatus'), '--summary-file', ph.path('csummary')]
+        if heartbeat:
+            client_argv += ['--heartbeat-interval', str(heartbeat)]
+        result['client_command'] = ' '.join(shlex.quote(a) for a in ip_netns_exec(NS_CLI,
+                                                                                   client_argv))
+        result['server_command'] = ' '.join(shlex.quote(a) for a in ip_netns_exec(NS_SRV,
+                                                                                   server_argv))
+        log('%s: %s' % (label, result['client_command']))
+        t_start = time.monotonic()
+        client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
+                          stderr=open(ph.path('client.err'), 'w'), universal_newlines=True)
+        deadline = t_start + max(300.0, n / 2000.0)
+        status = {}
+        while True:
+            time.sleep(0.25)
+            try:
+                with open(ph.path('cstatus')) as f:
+                    status = json.load(f)
+            except (OSError, ValueError):
+                status = {}
+            if status.get('reached') or client.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                log('%s: the target was not reached in %.0f s' % (label, deadline - t_start))
+                break
+        if status.get('reached'):
+            at = kernel_state()
+            log('%s: target reached (engine says %.2f s); counting with sock_diag'
+                % (label, status.get('seconds_to_target') or -1))
+            cli_count, cli_t = count(NS_CLI, remote_ports=[(PORT_LO, PORT_LO + ports - 1)])
+            srv_count, srv_t = count(NS_SRV, local_ports=[(PORT_LO, PORT_LO + ports - 1)])
+            log('%s: sock_diag established: client %d (%.2f s), server %d (%.2f s)'
+                % (label, cli_count, cli_t, srv_count, srv_t))
+            try:
+                with open(ph.path('sstatus')) as f:
+                    sstat = json.load(f)
+            except (OSError, ValueError):
+                sstat = {}
+            server_pss = sum(pss(p) for p in sstat.get('pids', []))
+            result['server_cpu_at_target'] = sstat.get('cpu')
+            result.update({'established_client_sockdiag': cli_count,
+                           'established_server_sockdiag': srv_count,
+                           'sockdiag_seconds': [cli_t, srv_t],
+                           'server_user_pss_bytes': server_pss})
+            result.update(kernel_delta(before, at, n))
+        t_stop = time.monotonic()
+        terminate(client)
+        out = client.stdout.read()
+        csum = last_json(out) or {}
+        terminate(server)
+        ssum = last_json(server.stdout.read()) or {}
+        result['teardown_seconds'] = round(time.monotonic() - t_stop, 2)
+        result['client_exit'] = client.returncode
+        result['server_exit'] = server.returncode
+        result['client_summary'] = dict((k, v) for k, v in csum.items() if k != 'timeline')
+        result['client_timeline'] = csum.get('timeline')
+        result['server_summary'] = dict((k, v) for k, v in ssum.items()
+                                        if k not in ('timeline', 'held_per_endpoint'))
+        est = min(result.get('established_client_sockdiag', 0),
+                  result.get('established_server_sockdiag', 0))
+        result['established'] = est
+        result['seconds_to_target'] = csum.get('seconds_to_target')
+        result['connections_per_s'] = csum.get('connections_per_s')
+        cpss = csum.get('user_pss_bytes') or 0
+        if est:
+            result['user_bytes_per_conn'] = round((cpss + result.get('server_user_pss_bytes', 0))
+                                                  / float(est), 1)
+            result['user_bytes_per_conn_client'] = round(cpss / float(est), 1)
+            result['user_bytes_per_conn_server'] = round(
+                result.get('server_user_pss_bytes', 0) / float(est), 1)
+            cpu_c = csum.get('cpu_at_target') or {}
+            cpu_s = result.get('server_cpu_at_target') or {}
+            result['cpu_us_per_conn'] = {
+                'client_user': round(cpu_c.get('workers_user_s', 0) * 1e6 / n, 1),
+                'client_sys': round(cpu_c.get('workers_sys_s', 0) * 1e6 / n, 1),
+                'server_user': round(cpu_s.get('workers_user_s', 0) * 1e6 / n, 1),
+                'server_sys': round(cpu_s.get('workers_sys_s', 0) * 1e6 / n, 1)}
+        result['heartbeat'] = csum.get('heartbeat')
+        result['ok'] = bool(csum.get('reached')) and est >= n
+    finally:
+        ph.cleanup()
+    wait_settled(label)
+    return result
+
+
+def run_baseline(args, host):
+    ph = Phase(args, host, 'baseline')
+    n = args.connections
+    nproc = int(math.ceil(n / float(BASE_PER_PROC)))
+    ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
+    result = {'phase': 'baseline', 'processes': 2 * nproc}
+    try:
+        create_namespaces(host, 1, ehash)
+        counts = [n // nproc + (1 if i < n % nproc else 0) for i in range(nproc)]
+        servers = []
+        for i in range(nproc):
+            servers.append(ph.spawn(ip_netns_exec(NS_SRV, [
+                sys.executable, '-c', BASELINE_SERVER, SRV_ADDR, str(BASE_PORT_LO + i),
+                str(counts[i])]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                universal_newlines=True))
+        for s in servers:
+            if s.stdout.readline().strip() != 'ready':
+                raise BenchError('a baseline listener did not start')
+        clients = []
+        for i in range(nproc):
+            clients.append(ph.spawn(ip_netns_exec(NS_CLI, [
+                sys.executable, '-c', BASELINE_CLIENT, SRV_ADDR, str(BASE_PORT_LO + i),
+                str(counts[i])]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                universal_newlines=True))
+        for c in clients:
+            if c.stdout.readline().strip() != 'loaded':
+                raise BenchError('a baseline client did not start')
+        before = kernel_state()
+        log('baseline: %d listener + %d client processes, blocking calls; go' % (nproc, nproc))
+        t0 = time.monotonic()
+        for c in clients:
+            c.stdin.write('go\n')
+            c.stdin.flush()
+        done_t = []
+        got = 0
+        errors = 0
+        pending = dict((c.stdout.fileno(), c) for c in clients)
+        deadline = t0 + max(600.0, n / 1000.0)
+        while pending and time.monotonic() < deadline:
+            r, _w, _x = select.select(list(pending), [], [], 5.0)
+            for fd in r:
+                c = pending.pop(fd)
+                line = c.stdout.readline().split()
+                if len(line) == 4 and line[0] == 'done':
+                    got += int(line[1])
+                    done_t.append(float(line[2]))
+                    errors += int(line[3])
+        if pending:
+            log('baseline: %d client processes did not finish' % len(pending))
+        at = kernel_state()
+        seconds = (max(done_t) - t0) if done_t else None
+        user = sum(pss(p.pid) for p in servers + clients)
+        # ip netns exec execs python, so the Popen pid is the python process
+        cli_count, _t1 = count(NS_CLI, remote_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
+        srv_count, _t2 = count(NS_SRV, local_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
+        log('baseline: %d established (sock_diag client %d, server %d) in %s s'
+            % (got, cli_count, srv_count, '%.2f' % seconds if seconds else '?'))
+        est = min(cli_count, srv_count)
+        result.update({'established': est, 'client_reported': got, 'errors': errors,
+                       'seconds_to_target': round(seconds, 3) if seconds else None,
+                       'connections_per_s': round(got / seconds, 1) if seconds else None,
+                       'user_pss_bytes': user,
+                       'user_bytes_per_conn': round(user / float(est), 1) if est else None})
+        result.update(kernel_delta(before, at, est or 1))
+        result['ok'] = est >= n
+        t_stop = time.monotonic()
+        for p in servers + clients:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in servers + clients:
+            p.wait()
+        result['teardown_seconds'] = round(time.monotonic() - t_stop, 2)
+    finally:
+        ph.cleanup()
+    wait_settled('baseline')
+    return result
+
+
+# ---------------------------------------------------------------------------
+
+def preflight(args, host):
+    if os.geteuid() != 0:
+        raise BenchError('run as root (namespaces, veth, sysctls)')
+    n = args.connections
+    if n < 1:
+        raise BenchError('--connections must be >= 1')
+    avail = meminfo().get('MemAvailable', 0)
+    need = n * 12000
+    if need > avail * 0.85:
+        raise BenchError('%d connections need about %.1f GB of kernel memory, %.1f GB available'
+                         % (n, need / 1e9, avail / 1e9))
+    fmax = int(read('/proc/sys/fs/file-max'))
+    used = int(read('/proc/sys/fs/file-nr').split()[0])
+    want = used + 2 * n + 200000
+    if fmax < want:
+        log('fs.file-max %d is below %d: raising it for the run' % (fmax, want))
+        host.set('fs.file-max', want)
+    if not os.path.exists('/proc/sys/net/ipv4/tcp_child_ehash_entries'):
+        log('note: this kernel has no net.ipv4.tcp_child_ehash_entries: namespaces share the '
+            'boot-time established hash')
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--connections', type=int, required=True)
+    p.add_argument('--baseline', action='store_true', help='also run the naive baseline')
+    p.add_argument('--heartbeat-interval', type=float, default=0.0,
+                   help='also run the engine with heartbeats every S seconds (and server '
+                        'echo) and report the cost')
+    p.add_argument('--keep-going', action='store_true',
+                   help='run the remaining phases when one fails (exit 1 at the end)')
+    p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
+    p.add_argument('--sources', type=int, default=0, help='client source aliases (default: '
+                   'enough for <= 16,000 connections per tuple)')
+    args = p.parse_args()
+    host = HostSettings()
+    phases = {}
+    failed = []
+    interrupted = False
+
+    main_pid = os.getpid()
+
+    def on_term(_s, _f):
+        # pyroute2 forks helpers (netns creation, sockets in a netns) and SIGTERMs them:
+        # they inherit this handler and must just go away.
+        if os.getpid() != main_pid:
+            os._exit(0)
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        preflight(args, host)
+        wait_settled('start', timeout=30)
+        plan = [('engine', lambda: run_engine(args, host))]
+        if args.heartbeat_interval > 0:
+            plan.append(('engine_heartbeat',
+                         lambda: run_engine(args, host, heartbeat=args.heartbeat_interval)))
+        if args.baseline:
+            plan.append(('baseline', lambda: run_baseline(args, host)))
+        for name, fn in plan:
+            try:
+                phases[name] = fn()
+            except BenchError as exc:
+                phases[name] = {'phase': name, 'ok': False, 'error': str(exc)}
+            if not phases[name].get('ok'):
+                failed.append(name)
+                log('phase %s failed: %s' % (name, phases[name].get('error', 'target not '
+                                                                       'reached')))
+                if not args.keep_going:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        log('interrupted: tearing down')
+    except BenchError as exc:
+        log('error: %s' % exc)
+        failed.append('preflight')
+    finally:
+        try:
+            remove_namespaces()
+        finally:
+            host.restore()
+    eng = phases.get('engine', {})
+    out = {'connections': args.connections,
+           'established': eng.get('established'),
+           'seconds_to_target': eng.get('seconds_to_target'),
+           'connections_per_s': eng.get('connections_per_s'),
+           'user_bytes_per_conn': eng.get('user_bytes_per_conn'),
+           'kernel_bytes_per_conn': eng.get('kernel_bytes_per_conn'),
+           'failed_phases': failed, 'interrupted': interrupted,
+           'command': ' '.join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+           'phases': phases}
+    base = phases.get('baseline')
+    if base and base.get('connections_per_s') and eng.get('connections_per_s'):
+        out['ratios_vs_baseline'] = {
+            'rate': round(eng['connections_per_s'] / base['connections_per_s'], 2),
+            'time': round(base['seconds_to_target'] / eng['seconds_to_target'], 2),
+            'user_memory': round(base['user_bytes_per_conn'] / eng['user_bytes_per_conn'], 1)
+            if eng.get('user_bytes_per_conn') else None,
+            'kernel_memory': round(base['kernel_bytes_per_conn'] / eng['kernel_bytes_per_conn'],
+                                   2) if eng.get('kernel_bytes_per_conn') else None}
+        log('engine vs baseline: %.2fx the rate, %.1fx less user memory, %.2fx less kernel '
+            'memory' % (out['ratios_vs_baseline']['rate'], out['ratios_vs_baseline']['user_memory']
+                        or 0, out['ratios_vs_baseline']['kernel_memory'] or 0))
+    hb = phases.get('engine_heartbeat')
+    if hb and hb.get('connections_per_s') and eng.get('connections_per_s'):
+        out['heartbeat_cost_pct'] = round(
+            100.0 * (1 - hb['connections_per_s'] / eng['connections_per_s']), 1)
+        out['heartbeat'] = hb.get('heartbeat')
+        log('heartbeat every %.0f s: %.1f%% of the connect rate; RTT p50 %s ms p99 %s ms'
+            % (args.heartbeat_interval, out['heartbeat_cost_pct'],
+               (hb.get('heartbeat') or {}).get('rtt_p50_ms'),
+               (hb.get('heartbeat') or {}).get('rtt_p99_ms')))
+    sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
+    sys.stdout.flush()
+    return 1 if failed or interrupted else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

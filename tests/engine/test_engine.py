@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""files/tcpscale.py with real sockets in real network namespaces.
+
+Counts are checked independently of the engine, with the collection's
+sock_diag counter in each namespace.
+"""
+
+import os
+import signal
+
+from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
+
+from enginelib import SERVER_ADDR, pids_alive, wait_gone
+
+
+def established(ns, **filters):
+    return count_tcp_states(netns=ns, states=['established'], **filters)['established']
+
+
+def client_args(pair, n, ports='10000', extra=()):
+    return ['--targets', SERVER_ADDR, '--ports', ports, '--sources', ','.join(pair.sources),
+            '--connections', str(n)] + list(extra)
+
+
+def test_fan_out_over_the_fd_limit(netpair):
+    """45,000 connections: more than one process may hold (20,000 here) on each side."""
+    pair = netpair.up(sources=2)
+    n = 45000
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10003'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, n, '10000-10003'))
+    st = cli.wait_status(lambda s: s.get('reached'), timeout=300)
+    assert st['established'] == n
+    assert established(pair.cli, remote_ports=[(10000, 10003)]) == n
+    assert established(pair.srv, local_ports=[(10000, 10003)]) == n
+    sst = srv.wait_status(lambda s: s.get('held_total') == n, timeout=60)
+    assert sum(sst['held_per_endpoint'].values()) == n
+    assert set(sst['held_per_endpoint']) == set('%s:%d' % (SERVER_ADDR, p)
+                                                for p in range(10000, 10004))
+    code, summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    limit = summary['limits']['nofile']
+    assert summary['limits']['per_worker'] == limit - summary['limits']['reserve']
+    need = -(-n // summary['limits']['per_worker'])
+    assert summary['workers'] >= max(need, 2) and summary['workers_started'] == summary['workers']
+    assert summary['reached'] and summary['established_peak'] == n
+    assert summary['errors'] == {}
+    assert summary['user_bytes_per_conn'] > 0 and summary['kernel_bytes_per_conn'] > 0
+    assert summary['timeline'] and all(len(row) == 4 for row in summary['timeline'])
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 0, srv.stderr()
+    # the server needed successors: each holder takes at most per_worker connections
+    assert ssum['workers'] >= -(-n // ssum['limits']['per_worker'])
+    assert ssum['held_peak'] == n and ssum['lost_workers'] == []
+    assert 'nofile: soft limit' in cli.stderr() and 'workers' in cli.stderr()
+
+
+def test_plans_workers_from_the_real_fd_limit(netpair):
+    """With RLIMIT_NOFILE 1100 both halves spread 5,000 connections over many workers."""
+    pair = netpair.up(sources=2)
+    n = 5000
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'], nofile=1100)
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, n, '10000-10001'), nofile=1100)
+    cli.wait_status(lambda s: s.get('reached'), timeout=120)
+    assert established(pair.cli) == n
+    code, summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    assert summary['limits']['nofile'] == 1100
+    assert summary['workers'] == -(-n // (1100 - summary['limits']['reserve']))
+    assert 'nofile: soft limit 1100 raised to 1100 (hard 1100)' in cli.stderr()
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 0
+    assert ssum['held_peak'] == n
+    assert ssum['workers'] >= -(-n // ssum['limits']['per_worker'])
+
+
+def test_more_than_65535_connections_to_one_endpoint(netpair, heavy_lock):
+    """70,000 connections from one namespace to ONE address:port, over 4 source aliases."""
+    pair = netpair.up(sources=4)
+    n = 70000
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, n, '10000'))
+    cli.wait_status(lambda s: s.get('reached'), timeout=300)
+    assert established(pair.cli, remote_ports=[(10000, 10000)]) == n
+    assert established(pair.srv, local_ports=[(10000, 10000)]) == n
+    # every alias carries its share: more than one source address's worth of ports in use
+    for src in pair.sources:
+        assert established(pair.cli, local_networks=[src + '/32']) == n // 4
+    sst = srv.wait_status(lambda s: s.get('held_total') == n, timeout=60)
+    assert sst['held_per_endpoint'] == {'%s:10000' % SERVER_ADDR: n}
+    code, summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    assert summary['plan'] == dict(summary['plan'], sources=4, destinations=1, ports=1, tuples=4,
+                                   per_tuple=n // 4)
+    srv.finish(sig=signal.SIGTERM)
+
+
+def test_more_than_65535_listening_endpoints(netpair):
+    """2 addresses x 32,977 ports = 65,954 listening sockets on one host, then traffic."""
+    addrs = (SERVER_ADDR, '198.18.0.2')
+    pair = netpair.up(sources=2, server_addrs=addrs)
+    lo, hi = 1024, 34000
+    endpoints = len(addrs) * (hi - lo + 1)
+    assert endpoints > 65535
+    srv = pair.server(['--listen', ','.join(addrs), '--ports', '%d-%d' % (lo, hi)])
+    srv.wait_ready(timeout=300)
+    listening = count_tcp_states(netns=pair.srv, states=['listen'],
+                                 local_ports=[(lo, hi)])['listen']
+    assert listening == endpoints
+    st = srv.wait_status(lambda s: s.get('listening') == endpoints)
+    assert st['ready']
+    # 2 destinations x 32,977 ports: one connection per endpoint and a few more
+    n = endpoints + 1000
+    cli = pair.client(['--targets', ','.join(addrs), '--ports', '%d-%d' % (lo, hi),
+                       '--sources', ','.join(pair.sources), '--connections', str(n)])
+    cli.wait_status(lambda s: s.get('reached'), timeout=300)
+    assert established(pair.srv, local_ports=[(lo, hi)]) == n
+    sst = srv.wait_status(lambda s: s.get('held_total') == n, timeout=60)
+    per = sst['held_per_endpoint']
+    assert len(per) == endpoints            # every endpoint got at least one
+    assert sum(per.values()) == n
+    assert per['198.18.0.2:%d' % hi] >= 1 and per['%s:%d' % (SERVER_ADDR, lo)] >= 1
+    code, _summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 0, srv.stderr()
+    assert ssum['listening'] == endpoints and ssum['keepers'] > 1
+
+
+def test_refused_target_counts_errno_and_exits_1(netpair):
+    pair = netpair.up(sources=1)
+    cli = pair.client(client_args(pair, 50, '10999', ['--retries', '1', '--timeout', '2']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 1, cli.stderr()
+    assert summary['reached'] is False and summary['exit_code'] == 1
+    assert summary['errors'] == {'ECONNREFUSED': 100}        # 50 connections x 2 attempts
+    assert summary['failed_connections'] == 50
+    assert summary['established_final'] == 0
+    assert 'target 50 not reached' in cli.stderr()
+    assert os.path.exists(cli.summary_file)
+
+
+def test_unreachable_arithmetic_exits_2_before_any_socket(netpair):
+    pair = netpair.up(sources=1)
+    # 198.19.99.1 is not an address of the namespace: had the engine opened a socket
+    # (bound a source) first, the error would be about that address instead.
+    cli = pair.client(['--targets', SERVER_ADDR, '--ports', '10000', '--sources', '198.19.99.1',
+                       '--connections', '70000'])
+    code, summary = cli.finish(timeout=60)
+    err = cli.stderr()
+    assert code == 2 and summary is None
+    assert ('1 sources x 1 destinations x 1 ports = 1 tuples x 64512 local ports '
+            '(net.ipv4.ip_local_port_range 1024-65535) = 64512 connections at most < 70000 '
+            'requested') in err
+    assert 'at least 2' in err and 'cannot be used' not in err
+    # the same with one more source address is fine arithmetically, then the missing
+    # address is reported
+    cli = pair.client(['--targets', SERVER_ADDR, '--ports', '10000', '--sources',
+                       '198.19.99.1,198.19.99.2', '--connections', '70000'])
+    code, _s = cli.finish(timeout=60)
+    assert code == 2 and 'source address 198.19.99.1 cannot be used' in cli.stderr()
+
+
+def test_external_target_refused_without_allow_external(netpair):
+    pair = netpair.up(sources=1)
+    cli = pair.client(['--targets', '8.8.8.8', '--ports', '53', '--sources', pair.sources[0],
+                       '--connections', '1'])
+    code, _s = cli.finish(timeout=60)
+    assert code == 2 and '--allow-external' in cli.stderr()
+
+
+def test_worker_killed_mid_run_is_reported(netpair):
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 20000, '10000-10001', ['--rate', '2000']))
+    st = cli.wait_status(lambda s: s.get('established', 0) > 1000 and len(s['pids']) > 2)
+    workers = [p for p in st['pids'] if p != cli.pid]
+    victim = workers[0]
+    os.kill(victim, signal.SIGKILL)
+    code, summary = cli.finish(timeout=120)
+    assert code == 3, cli.stderr()
+    assert summary['exit_code'] == 3 and summary['stopped_by'] == 'lost_worker'
+    assert [w['pid'] for w in summary['lost_workers']] == [victim]
+    assert 'SIGKILL' in summary['lost_workers'][0]['how']
+    assert 'lost' in cli.stderr()
+    assert wait_gone(workers) == []          # no orphans
+    # the server half: a holder killed -> exit 3 and reported
+    sst = srv.status()
+    holder = [p for p in sst['pids'] if p != srv.pid][-1]
+    os.kill(holder, signal.SIGKILL)
+    code, ssum = srv.finish(timeout=120)
+    assert code == 3, srv.stderr()
+    assert holder in [w['pid'] for w in ssum['lost_workers']]
+    assert wait_gone(sst['pids']) == []
+
+
+def test_sigterm_mid_run_writes_the_summary(netpair):
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 20000, '10000-10001', ['--rate', '2000']))
+    st = cli.wait_status(lambda s: s.get('established', 0) > 1000)
+    code, summary = cli.finish(sig=signal.SIGTERM, timeout=120)
+    assert code == 1, cli.stderr()
+    assert summary['reached'] is False and summary['stopped_by'] == 'signal:SIGTERM'
+    assert 1000 < summary['established_final'] < 20000
+    assert os.path.exists(cli.summary_file)
+    assert wait_gone(st['pids']) == []
+    # connections were reset, not left in TIME_WAIT on the client side
+    states = count_tcp_states(netns=pair.cli, states=['established', 'time_wait'])
+    assert states['established'] == 0 and states['time_wait'] == 0
+    sst = srv.wait_status(lambda s: s.get('held_total') == 0, timeout=60)
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 0 and ssum['stopped_by'] == 'signal:SIGTERM'
+    # handshakes still in flight at SIGTERM may have completed on the server side
+    assert summary['established_peak'] <= ssum['accepted_total'] <= summary['attempts']
+    assert ssum['closed_total'] == ssum['accepted_total']
+    assert wait_gone(sst['pids']) == []
+
+
+def test_supervisor_killed_leaves_no_orphans(netpair):
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 20000, '10000', ['--rate', '2000']))
+    st = cli.wait_status(lambda s: s.get('established', 0) > 500 and len(s['pids']) > 2)
+    sst = srv.status()
+    os.kill(cli.pid, signal.SIGKILL)
+    os.kill(srv.pid, signal.SIGKILL)
+    assert wait_gone(st['pids'] + sst['pids']) == []
+
+
+def test_heartbeat_echo_and_rtt(netpair):
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--echo'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 2000, '10000', ['--heartbeat-interval', '0.5',
+                                                        '--heartbeat-size', '64',
+                                                        '--hold', '3']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 0, cli.stderr()
+    hb = summary['heartbeat']
+    assert hb['sent'] >= 2000 and hb['received'] >= 2000
+    assert hb['rtt_p50_ms'] is not None and hb['rtt_p99_ms'] >= hb['rtt_p50_ms']
+    assert summary['stopped_by'] == 'hold' and summary['established_final'] == 2000
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert ssum['echo_bytes'] >= 64 * hb['received']
+
+
+def test_rate_limit_and_ramp(netpair):
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 3000, '10000', ['--rate', '2000', '--ramp', '1',
+                                                        '--hold', '0.2']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 0, cli.stderr()
+    # a lower bound only: the limiter must not let 3,000 through faster than the ramp
+    # (0.5 s x 1,000/s on average) plus the rest at 2,000/s allows
+    assert summary['seconds_to_target'] >= 1.4
+    assert summary['connect_rate']['rate_limit_per_s'] == 2000
+    srv.finish(sig=signal.SIGTERM)
+
+
+def test_ipv6_endpoints(netpair):
+    pair = netpair.up(sources=1, ipv6=True)
+    srv = pair.server(['--listen', 'fd00:5ca1::1', '--ports', '10000-10001'])
+    srv.wait_ready()
+    cli = pair.client(['--targets', 'fd00:5ca1::1', '--ports', '10000-10001', '--sources',
+                       'fd00:5ca1::100,fd00:5ca1::101', '--connections', '1000'])
+    cli.wait_status(lambda s: s.get('reached'))
+    sst = srv.wait_status(lambda s: s.get('held_total') == 1000)
+    assert sst['held_per_endpoint'] == {'[fd00:5ca1::1]:10000': 500,
+                                        '[fd00:5ca1::1]:10001': 500}
+    assert established(pair.cli, remote_networks=['fd00:5ca1::1/128']) == 1000
+    code, summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    assert summary['established_final'] == 1000 and summary['plan']['tuples'] == 4
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 0 and ssum['accepted_total'] == 1000
+
+
+def test_bad_arguments_exit_2(netpair):
+    pair = netpair.up(sources=1)
+    for args, text in (
+            (['--connections', '0'], '--connections'),
+            (['--connections', '10', '--ramp', '5'], '--ramp needs --rate'),
+            (['--connections', '10', '--workers', '0'], '--workers'),
+    ):
+        cli = pair.client(['--targets', SERVER_ADDR, '--ports', '10000', '--sources',
+                           pair.sources[0]] + args)
+        code, summary = cli.finish(timeout=60)
+        assert code == 2 and summary is None and text in cli.stderr(), (args, cli.stderr())
+    srv = pair.server(['--listen', '198.18.7.7', '--ports', '10000'])
+    code, _s = srv.finish(timeout=60)
+    assert code == 2 and 'listen address 198.18.7.7 cannot be used' in srv.stderr()
+    # a port already taken by another listener: reported, exit 2
+    blocker = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--workers', '1'])
+    blocker.wait_ready()
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    code, _s = srv.finish(timeout=60)
+    assert code == 2 and 'cannot listen on %s:10000' % SERVER_ADDR in srv.stderr()
+    blocker.finish(sig=signal.SIGTERM)
+    assert not pids_alive([blocker.pid])

@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""site.yml and teardown.yml for real, on this host (root), in order.
+
+The module snapshots the kernel keys and files the testbed may touch, then:
+bad variables and an unreachable target fail before anything changes; check
+mode changes nothing; site.yml reaches and verifies 150,000 connections
+(above the 65,535 of one (source, destination, port) from one client
+namespace) and writes the report; a second provisioning run changes nothing;
+a run whose server half is gone still writes a report and fails; teardown
+puts the snapshot back. The whole module holds /tmp/scalelab-heavy.lock: it
+runs above 50,000 connections, and the one-box names (tb-server, tb-client)
+are shared by every checkout on the machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import snapshot  # noqa: E402  pylint: disable=wrong-import-position
+
+TARGET = 150000
+LOCK = '/tmp/scalelab-heavy.lock'
+OURS = ('tb-server', 'tb-client')
+# other helpers' tests write files with these prefixes on the shared machine
+FOREIGN = re.compile(r'/tb[a-d]-')
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason='needs root (namespaces, sysctls)'),
+]
+
+
+def playbook(args, reports, timeout=1800):
+    """Run ansible-playbook from the checkout; returns (rc, output)."""
+    cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')] + args + [
+        '-e', 'report_base_dir=%s' % reports,
+        '-e', 'client_fetch_dir=%s' % os.path.join(reports, '.fetched')]
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
+               ANSIBLE_STDOUT_CALLBACK='default', PYTHONUNBUFFERED='1')
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    return proc.returncode, proc.stdout.decode('utf-8', 'replace')
+
+
+def recap(output):
+    """{host: {'ok': n, 'changed': n, 'failed': n, ...}} from the PLAY RECAP."""
+    hosts = {}
+    text = output[output.rindex('PLAY RECAP'):]
+    for line in text.splitlines()[1:]:
+        m = re.match(r'^(\S+)\s+:\s+(.*)$', line.strip())
+        if m:
+            hosts[m.group(1)] = dict((k, int(v)) for k, v in re.findall(r'(\w+)=(\d+)', m.group(2)))
+    return hosts
+
+
+def differences(before):
+    after = snapshot.snapshot()
+    return [d for d in snapshot.diff(before, after) if not FOREIGN.search(d)]
+
+
+def ours_present():
+    return [n for n in OURS if os.path.exists('/var/run/netns/' + n)]
+
+
+@pytest.fixture(scope='module')
+def pristine(tmp_path_factory):
+    """The lock, the snapshot before anything; teardown at the end whatever happened."""
+    with open(LOCK, 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ours_present() or os.path.exists('/var/lib/scalelab_testbed'):
+            pytest.skip('a testbed is already set up on this host (run teardown.yml first)')
+        reports = str(tmp_path_factory.mktemp('reports'))
+        before = snapshot.snapshot()
+        try:
+            yield {'before': before, 'reports': reports}
+        finally:
+            if ours_present() or os.path.exists('/var/lib/scalelab_testbed'):
+                playbook(['teardown.yml'], reports)
+
+
+@pytest.mark.parametrize('extra, name', [
+    ('testbed_connections=many', 'testbed_connections'),
+    ('topology_mode=bridge', 'topology_mode'),
+    ('tuning_conntrack=off', 'tuning_conntrack'),
+    ('client_hold=forever', 'client_hold'),
+    ('server_manager=init', 'server_manager'),
+    ('restore_remove_files=perhaps', 'restore_remove_files'),
+])
+def test_bad_variables_fail_in_validation_before_any_change(pristine, extra, name):
+    rc, out = playbook(['site.yml', '-e', extra], pristine['reports'])
+    assert rc != 0
+    assert 'Validate the' in out and name in out
+    # the validation play is the first one and nothing after it ran
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == []
+    assert ours_present() == []
+
+
+def test_unreachable_target_fails_in_preflight_with_the_arithmetic(pristine):
+    rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET,
+                        '-e', 'topology_server_port_count=2', '-e', 'topology_client_source_max=1'],
+                       pristine['reports'])
+    assert rc != 0
+    assert 'Preflight (topology)' in out
+    assert '1 source address(es) x 1 destination(s) x 2 server port(s) x 16,128' in out
+    assert differences(pristine['before']) == []
+    assert ours_present() == []
+
+
+def test_memory_preflight_fails_before_any_change(pristine):
+    rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET,
+                        '-e', 'tuning_kernel_bytes_per_connection=2000000'], pristine['reports'])
+    assert rc != 0
+    assert 'Preflight (tuning)' in out and 'cannot hold the target in memory' in out
+    assert 'MemAvailable' in out
+    assert differences(pristine['before']) == []
+    assert ours_present() == []
+
+
+def test_check_mode_changes_nothing(pristine):
+    rc, out = playbook(['site.yml', '--check', '--skip-tags', 'load',
+                        '-e', 'testbed_connections=%d' % TARGET], pristine['reports'])
+    assert rc == 0, out[-3000:]
+    assert recap(out)['localhost']['changed'] > 0     # it says what it would do
+    assert differences(pristine['before']) == []
+    assert ours_present() == []
+
+
+def test_site_reaches_and_verifies_the_target(pristine):
+    rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET], pristine['reports'])
+    assert rc == 0, out[-5000:]
+    latest = os.path.join(pristine['reports'], 'latest')
+    with open(os.path.join(latest, 'report.json')) as f:
+        report = json.load(f)
+    assert report['target'] == TARGET
+    assert report['verified'] >= TARGET
+    assert report['verified_server_side'] >= TARGET and report['verified_client_side'] >= TARGET
+    assert report['verified_ok'] and report['reached']
+    assert report['timeline'] and report['timeline'][-1][1] >= TARGET
+    with open(os.path.join(latest, 'report.html')) as f:
+        html = f.read()
+    assert '<svg' in html and '<polyline' in html and '{:,}'.format(TARGET) in html
+    with open(os.path.join(latest, 'hosts', 'localhost.client.json')) as f:
+        assert json.load(f)['reached'] is True
+    # the progress of the run was shown
+    assert re.search(r'localhost: [\d,]+ / 150,000 established', out)
+    assert '%s connections reached and verified' % '{:,}'.format(TARGET) in out
+
+
+def test_second_provisioning_changes_nothing(pristine):
+    rc, out = playbook(['site.yml', '--skip-tags', 'load', '-e', 'testbed_connections=%d' % TARGET],
+                       pristine['reports'])
+    assert rc == 0, out[-3000:]
+    assert recap(out)['localhost']['changed'] == 0, re.findall(r'changed: .*', out)
+
+
+def test_check_mode_on_a_provisioned_host_predicts_no_change(pristine):
+    rc, out = playbook(['site.yml', '--check', '--skip-tags', 'load',
+                        '-e', 'testbed_connections=%d' % TARGET], pristine['reports'])
+    assert rc == 0, out[-3000:]
+    assert recap(out)['localhost']['changed'] == 0, re.findall(r'changed: .*', out)
+
+
+def test_a_failed_run_still_writes_its_report_and_fails(pristine):
+    # the server half goes away: every connect is refused
+    stop = subprocess.run([sys.executable, '/opt/scalelab_testbed/tbctl.py', 'stop', '--name',
+                           'server', '--run-dir', '/run/scalelab_testbed'],
+                          stdout=subprocess.PIPE, check=False)
+    assert json.loads(stop.stdout)['changed'] is True
+    listening = subprocess.run(['ip', 'netns', 'exec', 'tb-server', 'ss', '-Hltn'],
+                               stdout=subprocess.PIPE, check=True).stdout.decode()
+    assert listening.strip() == ''
+    rc, out = playbook(['site.yml', '--tags', 'load', '-e', 'testbed_connections=3000',
+                        '-e', 'client_retries=0', '-e', 'client_connect_timeout=2'],
+                       pristine['reports'])
+    assert rc != 0
+    assert 'did not reach its target' in out
+    assert 'The run did not reach and verify 3,000 connections' in out
+    with open(os.path.join(pristine['reports'], 'latest', 'report.json')) as f:
+        report = json.load(f)
+    assert report['target'] == 3000 and not report['verified_ok'] and not report['reached']
+    assert report['clients']['localhost']['rc'] == 1
+    assert 'ECONNREFUSED' in report['errors']
+
+
+def test_teardown_puts_the_host_back(pristine):
+    rc, out = playbook(['teardown.yml'], pristine['reports'])
+    assert rc == 0, out[-3000:]
+    assert ours_present() == []
+    assert not os.path.exists('/var/lib/scalelab_testbed')
+    assert not os.path.exists('/opt/scalelab_testbed')
+    assert differences(pristine['before']) == []
+    # and again: nothing left to do
+    rc, out = playbook(['teardown.yml'], pristine['reports'])
+    assert rc == 0 and recap(out)['localhost']['changed'] == 0, out[-3000:]
