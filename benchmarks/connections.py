@@ -289,8 +289,8 @@ def wait_settled(label, timeout=300.0):
             break
         last = s
         time.sleep(1.0)
-    log('%s: kernel settled after %.1f s (Slab %.0f MB)' % (label, time.monotonic() - t0,
-                                                           meminfo()['Slab'] / 1e6))
+    log('%s: kernel settled after %.1f s (Slab %.0f MB)'
+        % (label, time.monotonic() - t0, meminfo()['Slab'] / 1e6))
 
 
 def count(ns, local_ports=None, remote_ports=None):
@@ -374,8 +374,8 @@ def run_engine(args, host, heartbeat=None):
     result = {'phase': label}
     try:
         sources = create_namespaces(host, nsrc, ehash)
-        log('%s: namespaces %s/%s, %d source aliases, child ehash %d' % (label, NS_SRV, NS_CLI,
-                                                                      len(sources), ehash))
+        log('%s: namespaces %s/%s, %d source aliases, child ehash %d'
+            % (label, NS_SRV, NS_CLI, len(sources), ehash))
         port_range = '%d-%d' % (PORT_LO, PORT_LO + ports - 1)
         server_argv = [sys.executable, ENGINE, 'server', '--listen', SRV_ADDR, '--ports',
                        port_range, '--backlog', str(SOMAXCONN),
@@ -397,10 +397,8 @@ def run_engine(args, host, heartbeat=None):
                        '--status-file', ph.path('cstatus'), '--summary-file', ph.path('csummary')]
         if heartbeat:
             client_argv += ['--heartbeat-interval', str(heartbeat)]
-        result['client_command'] = ' '.join(shlex.quote(a) for a in ip_netns_exec(NS_CLI,
-                                                                                   client_argv))
-        result['server_command'] = ' '.join(shlex.quote(a) for a in ip_netns_exec(NS_SRV,
-                                                                                   server_argv))
+        result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
+        result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))
         t_start = time.monotonic()
         client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
@@ -535,7 +533,7 @@ def run_baseline(args, host):
         cli_count, _t1 = count(NS_CLI, remote_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
         srv_count, _t2 = count(NS_SRV, local_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
         log('baseline: %d established (sock_diag client %d, server %d) in %s s'
-            % (got, cli_count, srv_count, '%.2f' % seconds if seconds else '?'))
+            % (got, cli_count, srv_count, round(seconds, 2) if seconds else '?'))
         est = min(cli_count, srv_count)
         result.update({'established': est, 'client_reported': got, 'errors': errors,
                        'seconds_to_target': round(seconds, 3) if seconds else None,
@@ -584,7 +582,7 @@ def preflight(args, host):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
     p.add_argument('--baseline', action='store_true', help='also run the naive baseline')
     p.add_argument('--heartbeat-interval', type=float, default=0.0,
@@ -626,8 +624,8 @@ def main():
                 phases[name] = {'phase': name, 'ok': False, 'error': str(exc)}
             if not phases[name].get('ok'):
                 failed.append(name)
-                log('phase %s failed: %s' % (name, phases[name].get('error', 'target not '
-                                                                       'reached')))
+                log('phase %s failed: %s'
+                    % (name, phases[name].get('error', 'target not reached')))
                 if not args.keep_going:
                     break
     except KeyboardInterrupt:
@@ -649,7 +647,7 @@ def main():
            'user_bytes_per_conn': eng.get('user_bytes_per_conn'),
            'kernel_bytes_per_conn': eng.get('kernel_bytes_per_conn'),
            'failed_phases': failed, 'interrupted': interrupted,
-           'command': ' '.join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+           'command': shlex.join([sys.executable] + sys.argv),
            'phases': phases}
     base = phases.get('baseline')
     if base and base.get('connections_per_s') and eng.get('connections_per_s'):

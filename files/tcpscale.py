@@ -78,7 +78,7 @@ EXIT_OK, EXIT_NOT_REACHED, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
 RESERVE_FDS = 64            # descriptors a worker keeps for itself (epoll, pipes, stdio)
 ACCEPT_BATCH = 128          # a server holder that accepted fewer than this in one round
 ACCEPT_PAUSE = 0.002        # ... waits this long (s) for the accept queue to fill
-HB_BURST = 256              # heartbeats a client worker sends in one pass
+HB_BURST = 32               # heartbeats a client worker sends in one pass (small: RTT fidelity)
 PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
 INF = float('inf')
 
@@ -1102,6 +1102,12 @@ def client_main(args):
             if settled_short and not any(s in (ST_STARTING, ST_ACTIVE) for s in states):
                 stop_reason = 'settled'
                 break
+            if not reached and started == nw and all(s in (ST_HOLDING, ST_SETTLED)
+                                                      for s in states):
+                # every worker is done and connections were lost on the way: nothing
+                # will change any more
+                stop_reason = 'settled'
+                break
             if hold_until is not None and now >= hold_until:
                 stop_reason = 'hold'
                 break
@@ -1484,6 +1490,7 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
     accept4 = lib.accept4 if lib else None
     flags4 = SOCK_NONBLOCK | SOCK_CLOEXEC
     get_errno = ctypes.get_errno
+    eagain = errno.EAGAIN
     held = 0
     total = 0
     closed = 0
@@ -1493,6 +1500,26 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
     asked = False
     listener_get = listener_of.get
     last_ppid = time.monotonic()
+
+    def ask_successor():
+        nonlocal asked
+        if not asked:
+            asked = True
+            q[b + F_WANT] = 1
+            try:
+                write(notify_keeper, b'w')
+            except OSError:
+                pass
+
+    def accept_error(err):
+        q[err_base + (err if 0 < err < ERR_SLOTS else ERR_SLOTS - 1)] += 1
+        if err == errno.EMFILE:
+            # this process is out of descriptors (something else holds some): hand over
+            ask_successor()
+            if accepting:
+                stop_accepting()
+        elif err in (errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            time.sleep(0.05)        # the host is out of files/memory: do not spin
 
     def stop_accepting():
         nonlocal accepting
@@ -1522,8 +1549,8 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
                         cfd = accept4(fd, None, None, flags4)
                         if cfd < 0:
                             err = get_errno()
-                            if err != errno.EAGAIN:
-                                q[err_base + (err if 0 < err < ERR_SLOTS else ERR_SLOTS - 1)] += 1
+                            if err != eagain:
+                                accept_error(err)
                             break
                     else:
                         try:
@@ -1531,7 +1558,7 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
                         except BlockingIOError:
                             break
                         except OSError as exc:
-                            q[err_base + min(exc.errno or 0, ERR_SLOTS - 1)] += 1
+                            accept_error(exc.errno or 0)
                             break
                         os.set_blocking(cfd, False)
                     register(cfd, conn_mask)
@@ -1541,14 +1568,9 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
                     epof[cfd] = li
                     u[eidx] += 1
                     total += 1
-                if held >= ask_at and not asked:
-                    asked = True
-                    q[b + F_WANT] = 1
-                    try:
-                        write(notify_keeper, b'w')
-                    except OSError:
-                        pass
-                if held >= cap:
+                if held >= ask_at:
+                    ask_successor()
+                if held >= cap and accepting:
                     stop_accepting()
                 continue
             if fd == wake_r:

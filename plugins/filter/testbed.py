@@ -477,8 +477,10 @@ def testbed_tuning(plan, host, current=None, hashsize=None, meminfo=None, mem_av
         else:
             notes.append('net.ipv4.tcp_child_ehash_entries is not in this kernel (6.1+): the '
                          'namespaces share the host\'s established-connections hash')
-        # veth delivers through the per-CPU backlog queue, bounded by this (global) key
-        _raise_to(current, 'net.core.netdev_max_backlog', 16384, host_keys, notes)
+        # veth delivers through the per-CPU backlog queue, bounded by this key (it
+        # exists only in the host's namespace, not inside a container's)
+        if 'net.core.netdev_max_backlog' in current:
+            _raise_to(current, 'net.core.netdev_max_backlog', 16384, host_keys, notes)
     else:
         merged = {}
         if srv:
@@ -584,30 +586,33 @@ def _clean_timeline(timeline):
     return out
 
 
-def _plot(timeline, width=720, height=260, pad=40):
-    """Geometry of the report's SVG: two polylines on a shared time axis."""
+def _plot(timeline, width=800, height=300, left=72, right=72, top=16, bottom=32):
+    """Geometry of the report's SVG: two polylines on a shared time axis.
+
+    The plot area spans x0..x1, y0 (top)..y1 (bottom); connections use the
+    left axis, memory (user + kernel) the right one.
+    """
     if not timeline:
         return None
     tmax = max(r[0] for r in timeline) or 1
     cmax = max(r[1] for r in timeline) or 1
     mmax = max(r[2] + r[3] for r in timeline) or 1
-    inner_w = width - 2 * pad
-    inner_h = height - 2 * pad
+    x0, x1, y0, y1 = left, width - right, top, height - bottom
 
     def pts(values, vmax):
-        return ' '.join('%.1f,%.1f' % (pad + inner_w * t / tmax, pad + inner_h * (1 - v / vmax))
+        return ' '.join('%.1f,%.1f' % (x0 + (x1 - x0) * t / tmax, y1 - (y1 - y0) * v / vmax)
                         for t, v in values)
 
+    fractions = (0, 0.25, 0.5, 0.75, 1)
     return {
-        'width': width, 'height': height, 'pad': pad,
+        'width': width, 'height': height, 'x0': x0, 'x1': x1, 'y0': y0, 'y1': y1,
         'tmax': tmax, 'cmax': cmax, 'mmax': mmax,
         'connections': pts([(r[0], r[1]) for r in timeline], cmax),
         'memory': pts([(r[0], r[2] + r[3]) for r in timeline], mmax),
-        'xticks': [{'x': round(pad + inner_w * f, 1), 'label': '%.0f s' % (tmax * f)}
-                   for f in (0, 0.25, 0.5, 0.75, 1)],
-        'yticks': [{'y': round(pad + inner_h * (1 - f), 1), 'label': _fmt(cmax * f),
-                    'mlabel': '%.0f MiB' % (mmax * f / 1048576.0)}
-                   for f in (0, 0.25, 0.5, 0.75, 1)],
+        'xticks': [{'x': round(x0 + (x1 - x0) * f, 1), 'label': '%.0f s' % (tmax * f)}
+                   for f in fractions],
+        'yticks': [{'y': round(y1 - (y1 - y0) * f, 1), 'label': _fmt(cmax * f),
+                    'mlabel': '%.0f MiB' % (mmax * f / 1048576.0)} for f in fractions],
     }
 
 

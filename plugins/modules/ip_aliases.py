@@ -114,6 +114,13 @@ notes:
   - Removing a primary IPv4 address makes the kernel drop the secondary addresses
     of its subnet unless C(net.ipv4.conf.<interface>.promote_secondaries) is 1;
     the module refuses a removal that would take other addresses with it.
+  - Speed. The kernel's own work grows with the number of addresses already on the
+    interface (measured on kernel 6.18, 10,000 /32 aliases on an up veth take
+    about 1.6 s of kernel time, as with C(ip -batch)). IPv4 aliases that share one
+    prefix (for example O(cidr=10.100.0.0/16) with O(prefix_length=16)) become
+    secondaries of one primary whose local routes share their routing data; they
+    took about half the kernel time. Any address can still be used as a source
+    address with an explicit bind.
 seealso:
   - module: scalelab.testbed.netns
 '''

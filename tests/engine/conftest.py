@@ -31,4 +31,3 @@ def heavy_lock():
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-

@@ -102,7 +102,7 @@ class Engine(object):
         """Optionally signal, wait, and return (exit code, summary from stdout)."""
         if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
+        out, _err = self.proc.communicate(timeout=timeout)
         self.stdout = out
         summary = None
         for line in reversed(out.strip().splitlines()):

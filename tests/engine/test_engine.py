@@ -47,7 +47,10 @@ def test_fan_out_over_the_fd_limit(netpair):
     assert summary['workers'] >= max(need, 2) and summary['workers_started'] == summary['workers']
     assert summary['reached'] and summary['established_peak'] == n
     assert summary['errors'] == {}
-    assert summary['user_bytes_per_conn'] > 0 and summary['kernel_bytes_per_conn'] > 0
+    assert summary['user_bytes_per_conn'] > 0
+    # host-wide slab delta: other work on a shared machine can make it 0 (clamped), not absent
+    assert isinstance(summary['kernel_bytes_per_conn'], float)
+    assert summary['kernel_bytes_per_conn'] >= 0
     assert summary['timeline'] and all(len(row) == 4 for row in summary['timeline'])
     code, ssum = srv.finish(sig=signal.SIGTERM)
     assert code == 0, srv.stderr()
@@ -307,3 +310,35 @@ def test_bad_arguments_exit_2(netpair):
     assert code == 2 and 'cannot listen on %s:10000' % SERVER_ADDR in srv.stderr()
     blocker.finish(sig=signal.SIGTERM)
     assert not pids_alive([blocker.pid])
+
+
+def _engine_module():
+    import importlib.util
+    from enginelib import ENGINE
+    spec = importlib.util.spec_from_file_location('tcpscale', ENGINE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sources_cidr_are_the_aliases_the_module_adds():
+    """--sources-cidr/--sources-count/--sources-offset pick what ip_aliases adds."""
+    from ansible_collections.scalelab.testbed.plugins.module_utils.addresses import (
+        generate_aliases)
+    eng = _engine_module()
+    for cidr, count, offset in (('198.19.0.0/16', 300, 0), ('10.1.2.0/24', 5, 7),
+                                ('10.9.0.0/31', 2, 0), ('fd00:5ca1::/64', 4, 2),
+                                ('fd00:5ca1::/127', 2, 0)):
+        want = [str(a.ip) for a in generate_aliases(cidr, count, offset)]
+        assert [str(a) for a in eng.sources_from_cidr(cidr, count, offset)] == want
+
+
+def test_rtt_histogram_percentiles():
+    eng = _engine_module()
+    q = [0] * eng.HIST_SLOTS
+    for ms in [1.0] * 98 + [50.0, 50.0]:
+        eng.hist_add(q, 0, ms / 1000.0)
+    p50 = eng.hist_percentile(q, 0.50)
+    p99 = eng.hist_percentile(q, 0.99)
+    assert abs(p50 - 1.0) / 1.0 < 0.05 and abs(p99 - 50.0) / 50.0 < 0.05
+    assert eng.hist_percentile([0] * eng.HIST_SLOTS, 0.5) is None

@@ -266,11 +266,12 @@ def test_missing_keys_are_not_set():
     current = '\n'.join(
         line
         for line in CURRENT.splitlines()
-        if 'conntrack' not in line and 'child_ehash' not in line
+        if 'conntrack' not in line and 'child_ehash' not in line and 'netdev' not in line
     )
     t = tuning_of(plan, 'h', current=current)
     assert 'net.netfilter.nf_conntrack_max' not in t['host']
     assert 'net.ipv4.tcp_child_ehash_entries' not in t['host']
+    assert 'net.core.netdev_max_backlog' not in t['host']
     assert t['conntrack'] is None
     assert any('not loaded' in n for n in t['notes'])
     assert any('6.1+' in n for n in t['notes'])
@@ -374,3 +375,35 @@ def test_report_merges_timelines_at_every_sample_time():
     b = _summary(100, timeline=[[1, 50, 1, 1], [3, 100, 1, 1]])
     r = report_of({'a': {'rc': 0, 'summary': a}, 'b': {'rc': 0, 'summary': b}}, target=200)
     assert [row[:2] for row in r['timeline']] == [[0, 0], [1, 50], [2, 150], [3, 200]]
+
+
+def test_plot_stays_inside_its_frame():
+    timeline = [[t, t * 1000, 10 * t, 100 * t] for t in range(0, 40)]
+    r = report_of({'c': {'rc': 0, 'summary': _summary(39000, timeline=timeline)}}, target=39000)
+    p = r['plot']
+    for series in (p['connections'], p['memory']):
+        for point in series.split():
+            x, y = (float(v) for v in point.split(','))
+            assert p['x0'] <= x <= p['x1'] and p['y0'] <= y <= p['y1']
+    assert p['yticks'][-1]['label'] == '39,000'
+
+
+def test_report_html_template_renders_a_valid_svg():
+    import os
+    import re
+    import xml.dom.minidom
+
+    import jinja2
+
+    roles = os.path.join(os.path.dirname(os.path.abspath(tb.__file__)), '..', '..', 'roles')
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(roles, 'report', 'templates')),
+        autoescape=False)
+    clients = {'c<1>': {'rc': 0, 'summary': _summary(1000, errors={'ECONNRESET': 2})}}
+    data = report_of(clients, servers={'s': {'held_total': 1000, 'listening': 16}},
+                     verified={'c<1>': {'client': 1000}, 's': {'server': 1000}}, target=1000)
+    html = env.get_template('report.html.j2').render(report_data=data, report_title='t & t')
+    svg = re.search(r'<svg.*?</svg>', html, re.S).group(0)
+    xml.dom.minidom.parseString(svg)
+    assert 'c&lt;1&gt;' in html and 't &amp; t' in html
+    assert 'ECONNRESET 2' in html and '1,000 established connections verified' in html
