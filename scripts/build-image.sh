@@ -112,11 +112,16 @@ rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
 # PID 1 traps TERM so `podman stop`/`rm -f` ends it at once instead of
 # waiting 10 s to send KILL.
 cmd='["/bin/sh", "-c", "trap \"exit 0\" TERM INT; while :; do sleep 3600 & wait $!; done"]'
-podman image rm -f "$image" >/dev/null 2>&1 || true
+old_id=$(podman image inspect --format '{{ .Id }}' "$image" 2>/dev/null || true)
 tar -C "$rootfs" --numeric-owner -cf - . | podman import \
     --change "CMD $cmd" \
     --change "LABEL org.scalelab.testbed.recipe=$recipe" \
     --change "LABEL org.scalelab.testbed.pyroute2=$version" \
     --quiet --message "scalelab.testbed molecule image: debootstrap $suite minbase + $packages, pyroute2 $version" \
     - "$image" >/dev/null
+# The tag moved to the new image; drop the old one unless a container still
+# uses it (never with -f: that would remove the containers).
+if [ -n "$old_id" ]; then
+    podman image rm "$old_id" >/dev/null 2>&1 || echo "build-image: the previous image ${old_id:0:12} is still in use: kept"
+fi
 echo "build-image: built $image (recipe $recipe) in $((SECONDS - start)) s"

@@ -215,7 +215,8 @@ def test_ansible_doc_shows_each_role_entry_point(installed):
         text = must(run([BIN / "ansible-doc", "-t", "role", "%s.%s" % (FQCN, role)],
                         cwd=work, env=env)).stdout
         shown = re.findall(r"^ENTRY POINT: \*?([\w-]+)\*? - (.+)$", text, re.M)
-        assert sorted(n for n, _ in shown) == sorted(spec["argument_specs"]), text[:2000]
+        shown_names = sorted(entry for entry, _desc in shown)
+        assert shown_names == sorted(spec["argument_specs"]), text[:2000]
 
 
 # --- the playbooks, from the installed collection ---------------------------
