@@ -240,9 +240,33 @@ def softnet_drops():
     return total
 
 
+def cpu_times():
+    """System-wide jiffies from /proc/stat: user, nice, system, idle, iowait, irq, softirq."""
+    with open('/proc/stat') as f:
+        parts = f.readline().split()
+    return [int(x) for x in parts[1:8]]
+
+
+def cpu_delta(before, after, per):
+    names = ('user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq')
+    hz = os.sysconf('SC_CLK_TCK')
+    d = dict((n, (b - a) / float(hz)) for n, a, b in zip(names, before, after))
+    busy = sum(v for k, v in d.items() if k not in ('idle', 'iowait'))
+    total = busy + d['idle'] + d['iowait']
+    out = {'seconds': dict((k, round(v, 2)) for k, v in d.items()),
+           'busy_pct': round(100.0 * busy / total, 1) if total else None}
+    if per:
+        out['busy_us_per_conn'] = round(busy * 1e6 / per, 1)
+        out['softirq_us_per_conn'] = round(d['softirq'] * 1e6 / per, 1)
+        out['system_us_per_conn'] = round(d['system'] * 1e6 / per, 1)
+        out['user_us_per_conn'] = round((d['user'] + d['nice']) * 1e6 / per, 1)
+    return out
+
+
 def kernel_state():
     m = meminfo()
     return {'slab': m.get('Slab', 0), 'tcp_mem': tcp_mem_bytes(), 'slabinfo': slabinfo(),
+            'cpu': cpu_times(), 't': time.monotonic(),
             'drops': softnet_drops(), 'page_tables': m.get('PageTables', 0),
             'kernel_stack': m.get('KernelStack', 0)}
 
@@ -265,6 +289,8 @@ def kernel_delta(before, after, per):
             (after['page_tables'] - before['page_tables'] + after['kernel_stack']
              - before['kernel_stack']) / float(per), 1) if per else None,
         'softnet_drops': after['drops'] - before['drops'],
+        'host_cpu_during_ramp': cpu_delta(before['cpu'], after['cpu'], per),
+        'ramp_window_s': round(after['t'] - before['t'], 2),
     }
 
 
