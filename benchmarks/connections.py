@@ -263,15 +263,51 @@ def cpu_delta(before, after, per):
     return out
 
 
+def process_cpu():
+    """pid -> (comm, user+system ticks) of every user-space process."""
+    out = {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % name) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index('(') + 1:st.rindex(')')]
+        fields = st[st.rindex(')') + 2:].split()
+        if fields[1] == '2' or name == '2':       # kernel threads (children of kthreadd)
+            continue
+        out[int(name)] = (comm, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def foreign_cpu(before, after, ours):
+    """CPU seconds used by processes that are not part of this benchmark."""
+    hz = float(os.sysconf('SC_CLK_TCK'))
+    total = 0
+    tops = {}
+    for pid, (comm, ticks) in after.items():
+        if pid == os.getpid() or comm.startswith('tcpscale') or pid in ours:
+            continue
+        d = ticks - before.get(pid, (comm, 0))[1]
+        if d > 0:
+            total += d
+            tops[comm] = tops.get(comm, 0) + d
+    top = sorted(tops.items(), key=lambda kv: -kv[1])[:3]
+    return {'seconds': round(total / hz, 2),
+            'top': dict((k, round(v / hz, 2)) for k, v in top)}
+
+
 def kernel_state():
     m = meminfo()
     return {'slab': m.get('Slab', 0), 'tcp_mem': tcp_mem_bytes(), 'slabinfo': slabinfo(),
-            'cpu': cpu_times(), 't': time.monotonic(),
+            'cpu': cpu_times(), 't': time.monotonic(), 'procs': process_cpu(),
             'drops': softnet_drops(), 'page_tables': m.get('PageTables', 0),
             'kernel_stack': m.get('KernelStack', 0)}
 
 
-def kernel_delta(before, after, per):
+def kernel_delta(before, after, per, ours=()):
     slab = after['slab'] - before['slab']
     tcp = after['tcp_mem'] - before['tcp_mem']
     caches = []
@@ -290,6 +326,7 @@ def kernel_delta(before, after, per):
              - before['kernel_stack']) / float(per), 1) if per else None,
         'softnet_drops': after['drops'] - before['drops'],
         'host_cpu_during_ramp': cpu_delta(before['cpu'], after['cpu'], per),
+        'foreign_cpu_during_ramp': foreign_cpu(before['procs'], after['procs'], set(ours)),
         'ramp_window_s': round(after['t'] - before['t'], 2),
     }
 
@@ -463,6 +500,15 @@ def run_engine(args, host, heartbeat=None):
                            'sockdiag_seconds': [cli_t, srv_t],
                            'server_user_pss_bytes': server_pss})
             result.update(kernel_delta(before, at, n))
+            if heartbeat:
+                # steady state: heartbeats start one interval after a connection opened
+                hold = heartbeat + 5.0
+                log('%s: holding %.0f s with heartbeats' % (label, hold))
+                h0 = kernel_state()
+                time.sleep(hold)
+                h1 = kernel_state()
+                result['heartbeat_hold'] = {'seconds': round(h1['t'] - h0['t'], 2),
+                                            'host_cpu': cpu_delta(h0['cpu'], h1['cpu'], 0)}
         t_stop = time.monotonic()
         terminate(client)
         out = client.stdout.read()
@@ -496,6 +542,15 @@ def run_engine(args, host, heartbeat=None):
                 'server_user': round(cpu_s.get('workers_user_s', 0) * 1e6 / n, 1),
                 'server_sys': round(cpu_s.get('workers_sys_s', 0) * 1e6 / n, 1)}
         result['heartbeat'] = csum.get('heartbeat')
+        hh = result.get('heartbeat_hold')
+        if hh and (csum.get('heartbeat') or {}).get('sent'):
+            sent = csum['heartbeat']['sent']
+            secs = hh['host_cpu']['seconds']
+            busy = sum(v for k, v in secs.items() if k not in ('idle', 'iowait'))
+            # the hold window holds nearly all heartbeats (the first ones are due one
+            # interval after the connections opened)
+            hh['heartbeats_per_s'] = round(sent / hh['seconds'], 1)
+            hh['host_cpu_us_per_heartbeat'] = round(busy * 1e6 / sent, 1)
         result['ok'] = bool(csum.get('reached')) and est >= n
     finally:
         ph.cleanup()
@@ -566,7 +621,7 @@ def run_baseline(args, host):
                        'connections_per_s': round(got / seconds, 1) if seconds else None,
                        'user_pss_bytes': user,
                        'user_bytes_per_conn': round(user / float(est), 1) if est else None})
-        result.update(kernel_delta(before, at, est or 1))
+        result.update(kernel_delta(before, at, est or 1, [p.pid for p in servers + clients]))
         result['ok'] = est >= n
         t_stop = time.monotonic()
         for p in servers + clients:

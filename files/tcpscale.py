@@ -1102,8 +1102,8 @@ def client_main(args):
             if settled_short and not any(s in (ST_STARTING, ST_ACTIVE) for s in states):
                 stop_reason = 'settled'
                 break
-            if not reached and started == nw and all(s in (ST_HOLDING, ST_SETTLED)
-                                                      for s in states):
+            all_done = all(s in (ST_HOLDING, ST_SETTLED) for s in states)
+            if not reached and started == nw and all_done:
                 # every worker is done and connections were lost on the way: nothing
                 # will change any more
                 stop_reason = 'settled'
