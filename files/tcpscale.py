@@ -198,6 +198,25 @@ def is_safe_target(addr):
     return any(addr in net for net in SAFE_NETWORKS if net.version == addr.version)
 
 
+def probe_addresses(addrs, option):
+    """Fail (Usage) unless every address belongs to this network namespace.
+
+    Binds each one without a port (IP_BIND_ADDRESS_NO_PORT), so nothing is
+    reserved and nothing listens.
+    """
+    for a in addrs:
+        af = socket.AF_INET if a.version == 4 else socket.AF_INET6
+        s = socket.socket(af, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((str(a), 0))
+        except OSError as exc:
+            raise Usage('address %s given in %s cannot be used in this network namespace: %s '
+                        '(add it as an alias first, or fix %s)' % (a, option, exc.strerror, option))
+        finally:
+            s.close()
+
+
 def read_sysctl(path, default=None):
     try:
         with open(path) as f:
@@ -656,17 +675,7 @@ class ClientPlan(object):
 
     def probe_sources(self):
         """Every source must be an address of this namespace (bind without a port)."""
-        for a in self.sources:
-            af = socket.AF_INET if a.version == 4 else socket.AF_INET6
-            s = socket.socket(af, socket.SOCK_STREAM)
-            try:
-                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                s.bind((str(a), 0))
-            except OSError as exc:
-                raise Usage('source address %s cannot be used in this network namespace: %s '
-                            '(add it as an alias first, or fix --sources)' % (a, exc.strerror))
-            finally:
-                s.close()
+        probe_addresses(self.sources, '--sources')
 
 
 def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
@@ -1290,17 +1299,7 @@ class ServerPlan(object):
         return ('[%s]:%d' if a.version == 6 else '%s:%d') % (a, port)
 
     def probe(self):
-        for a in self.addrs:
-            af = socket.AF_INET if a.version == 4 else socket.AF_INET6
-            s = socket.socket(af, socket.SOCK_STREAM)
-            try:
-                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                s.bind((str(a), 0))
-            except OSError as exc:
-                raise Usage('listen address %s cannot be used in this network namespace: %s '
-                            '(add it as an alias first, or fix --listen)' % (a, exc.strerror))
-            finally:
-                s.close()
+        probe_addresses(self.addrs, '--listen')
 
 
 def make_listener(plan, e, reuseport):

@@ -35,6 +35,8 @@ import os
 import socket
 import struct
 
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
+
 # --- netlink / sock_diag constants (linux/netlink.h, linux/sock_diag.h) ---
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -128,21 +130,9 @@ DUMP_RETRIES = 3
 _V4_MAPPED_PREFIX = b'\0' * 10 + b'\xff\xff'
 
 
-class SockDiagError(Exception):
-    """A validation or dump error that names the field and the fix.
-
-    Same shape as common.TestbedError (field, message, fix), kept here so this
-    file stays importable with nothing but the standard library.
-    """
-
-    def __init__(self, field, message, fix=None):
-        self.field = field
-        self.message = message
-        self.fix = fix
-        text = '%s: %s' % (field, message)
-        if fix:
-            text += ' (fix: %s)' % fix
-        super(SockDiagError, self).__init__(text)
+# The collection's one error type (field, message, fix); common.py is
+# standard library only, so this file still imports without pyroute2.
+SockDiagError = TestbedError
 
 
 # ---------------------------------------------------------------------------
@@ -609,11 +599,9 @@ def _open_socket(netns):
     try:
         with nsmod.enter_netns(netns):
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    except SockDiagError:
+    except TestbedError:            # from require_netns: already names netns and the fix
         raise
-    except Exception as exc:        # TestbedError from require_netns, OSError from setns
-        if getattr(exc, 'field', None) == 'netns':
-            raise SockDiagError('netns', exc.message, exc.fix)
+    except OSError as exc:          # from setns
         raise SockDiagError('netns', 'cannot enter network namespace %r: %s' % (netns, exc),
                             'check that it exists (ip netns list) and that you are root')
 
