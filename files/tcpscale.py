@@ -198,7 +198,7 @@ def is_safe_target(addr):
     return any(addr in net for net in SAFE_NETWORKS if net.version == addr.version)
 
 
-def probe_addresses(addrs, option):
+def probe_addresses(addrs, what, option):
     """Fail (Usage) unless every address belongs to this network namespace.
 
     Binds each one without a port (IP_BIND_ADDRESS_NO_PORT), so nothing is
@@ -211,8 +211,8 @@ def probe_addresses(addrs, option):
             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             s.bind((str(a), 0))
         except OSError as exc:
-            raise Usage('address %s given in %s cannot be used in this network namespace: %s '
-                        '(add it as an alias first, or fix %s)' % (a, option, exc.strerror, option))
+            raise Usage('%s address %s cannot be used in this network namespace: %s '
+                        '(add it as an alias first, or fix %s)' % (what, a, exc.strerror, option))
         finally:
             s.close()
 
@@ -675,7 +675,7 @@ class ClientPlan(object):
 
     def probe_sources(self):
         """Every source must be an address of this namespace (bind without a port)."""
-        probe_addresses(self.sources, '--sources')
+        probe_addresses(self.sources, 'source', '--sources')
 
 
 def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
@@ -1299,7 +1299,7 @@ class ServerPlan(object):
         return ('[%s]:%d' if a.version == 6 else '%s:%d') % (a, port)
 
     def probe(self):
-        probe_addresses(self.addrs, '--listen')
+        probe_addresses(self.addrs, 'listen', '--listen')
 
 
 def make_listener(plan, e, reuseport):

@@ -237,18 +237,13 @@ class Restorer(object):
                                                'starts from the default when it loads again)')
                 continue
             try:
-                with open(path) as f:
-                    now = sc.tokens_of(f.read())
+                now = sc.read_tokens(sc.HASHSIZE_KEY)
                 wanted = sc.tokens_of(value)
                 if sc.values_equal(now, wanted):
                     self.skip(KIND_HASHSIZE, path, 'already at the recorded value')
                     continue
                 if not self.check:
-                    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-                    try:
-                        os.write(fd, ' '.join(wanted).encode())
-                    finally:
-                        os.close(fd)
+                    sc.write_tokens(sc.HASHSIZE_KEY, wanted)
             except (IOError, OSError) as exc:
                 self.failed.append({'kind': KIND_HASHSIZE, 'key': path, 'error': sc.errno_text(exc)})
                 continue
