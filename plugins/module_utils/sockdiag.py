@@ -35,8 +35,6 @@ import os
 import socket
 import struct
 
-from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
-
 # --- netlink / sock_diag constants (linux/netlink.h, linux/sock_diag.h) ---
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -130,9 +128,22 @@ DUMP_RETRIES = 3
 _V4_MAPPED_PREFIX = b'\0' * 10 + b'\xff\xff'
 
 
-# The collection's one error type (field, message, fix); common.py is
-# standard library only, so this file still imports without pyroute2.
-SockDiagError = TestbedError
+class SockDiagError(Exception):
+    """A validation or dump error that names the field and the fix.
+
+    Same shape as common.TestbedError (field, message, fix), kept here so this
+    file stays a lone standard-library file: the molecule verifier runs its
+    source as is inside the containers, where the collection is not installed.
+    """
+
+    def __init__(self, field, message, fix=None):
+        self.field = field
+        self.message = message
+        self.fix = fix
+        text = '%s: %s' % (field, message)
+        if fix:
+            text += ' (fix: %s)' % fix
+        super(SockDiagError, self).__init__(text)
 
 
 # ---------------------------------------------------------------------------
@@ -599,9 +610,11 @@ def _open_socket(netns):
     try:
         with nsmod.enter_netns(netns):
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    except TestbedError:            # from require_netns: already names netns and the fix
+    except SockDiagError:
         raise
-    except OSError as exc:          # from setns
+    except Exception as exc:        # TestbedError from require_netns, OSError from setns
+        if getattr(exc, 'field', None) == 'netns':
+            raise SockDiagError('netns', exc.message, exc.fix)
         raise SockDiagError('netns', 'cannot enter network namespace %r: %s' % (netns, exc),
                             'check that it exists (ip netns list) and that you are root')
 

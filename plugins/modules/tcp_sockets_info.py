@@ -189,7 +189,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
 from ansible_collections.scalelab.testbed.plugins.module_utils import netns as netns_utils
 from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import (
-    TCP_STATES, count_tcp_states_detail, parse_networks, parse_ports,
+    TCP_STATES, SockDiagError, count_tcp_states_detail, parse_networks, parse_ports,
     parse_states)
 
 FAMILIES = {'ipv4': ('inet',), 'ipv6': ('inet6',), 'both': ('inet', 'inet6')}
@@ -231,7 +231,7 @@ def main():
             local_networks=local_networks, remote_networks=remote_networks,
             local_ports=local_ports, remote_ports=remote_ports)
         seconds = round(time.monotonic() - start, 6)
-    except TestbedError as exc:
+    except (TestbedError, SockDiagError) as exc:
         module.fail_json(msg=str(exc), field=exc.field)
 
     counts = detail['counts']
