@@ -22,12 +22,17 @@ the nofile limit in force. Standard library only; Python 3.6+.
     tbctl.py status --name N --run-dir D [-- ARGV...]
     tbctl.py limits [--nofile N]
         The nofile limit a child would get (raising it when allowed).
+    tbctl.py inspect --status-file F [--comm NAME]
+        Whether the half writing F runs (its supervisor's pid, from F, is
+        alive under the process name NAME), the file's age and its content.
     tbctl.py tail   --log F
         The last non-empty line of F (the latest progress line).
-    tbctl.py wait   --status-file S --exit-file E [--log F] [--timeout S]
+    tbctl.py wait   --status-file S --exit-file E [--log F] [--timeout S] [--hold]
         Wait up to S seconds, returning early when the engine's status file
         says the target is reached or the exit file appears; print what the
-        status file says (and the last line of F).
+        status file says (and the last line of F). With --hold, return early
+        only when the exit file appears or the hold broke (a lost worker, or
+        more connections lost than the engine's tolerance allows).
 
 Every command prints one JSON object on stdout.
 """
@@ -201,7 +206,7 @@ def cmd_start(args):
         os.close(write_fd)
         signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
         started = time.time()
-        rc = child.wait()
+        rc = _exit_status(child.wait())
         _write(exitfile, {'rc': rc, 'started': started, 'ended': time.time(),
                           'argv': args.argv})
         os._exit(0)
@@ -256,12 +261,46 @@ def cmd_run(args):
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     started = time.time()
-    rc = child.wait()
+    rc = _exit_status(child.wait())
     _write(exitfile, {'rc': rc, 'started': started, 'ended': time.time(), 'argv': args.argv})
     if os.path.exists(pidfile):
         os.unlink(pidfile)
     log.close()
     return rc
+
+
+def _exit_status(returncode):
+    """A child's exit status as a shell reports it: 128 + N when killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _comm(pid):
+    try:
+        with open('/proc/%d/comm' % pid) as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_inspect(args):
+    """Whether the half that writes a status file runs, and what the file says.
+
+    Works whatever started the half (this supervisor or a systemd unit): the
+    first pid in the status file is the engine's supervisor; it runs when that
+    process exists under the engine's process name and the file is not final.
+    """
+    status = _read(args.status_file)
+    if status is None:
+        return _out({'exists': False, 'running': False, 'status': {}})
+    pids = status.get('pids') or []
+    running = bool(pids) and not status.get('final') and _comm(pids[0]) == args.comm
+    try:
+        age = round(time.time() - os.stat(args.status_file).st_mtime, 1)
+    except OSError:
+        age = None
+    brief = dict((k, v) for k, v in status.items()
+                 if k not in ('timeline', 'pids', 'held_per_endpoint'))
+    return _out({'exists': True, 'running': running, 'age_s': age, 'status': brief})
 
 
 def cmd_tail(args):
@@ -280,17 +319,37 @@ def _last_line(path):
         return ''
 
 
+def _hold_broken(status):
+    """During the hold: a lost worker, or more connections gone than allowed."""
+    if status.get('lost_workers'):
+        return True
+    target = status.get('target') or 0
+    allowed = status.get('allowed_loss') or 0
+    return bool(status.get('reached')) and target - status.get('established', 0) > allowed
+
+
 def cmd_wait(args):
+    """Wait for the target (default), or, with --hold, through the hold.
+
+    Without --hold it returns early when the status says the target is
+    reached or the half ended. With --hold it returns early only when the half
+    ended, lost a worker or lost more connections than its tolerance allows.
+    """
     deadline = time.time() + args.timeout
     while True:
         done = _read(args.exit_file)
         status = _read(args.status_file) or {}
-        if done is not None or status.get('reached') or time.time() >= deadline:
+        early = _hold_broken(status) if args.hold else status.get('reached')
+        if done is not None or early or time.time() >= deadline:
             break
         time.sleep(0.5)
+    lost = status.get('lost_workers') or []
     return _out({'finished': done is not None, 'rc': (done or {}).get('rc'),
                  'reached': bool(status.get('reached')),
                  'established': status.get('established', 0), 'target': status.get('target'),
+                 'established_at_target': status.get('established_at_target'),
+                 'dropped': status.get('dropped', 0), 'allowed_loss': status.get('allowed_loss', 0),
+                 'lost_workers': len(lost), 'broken': _hold_broken(status),
                  'elapsed_s': status.get('elapsed_s'), 'errors': status.get('errors') or {},
                  'workers': status.get('workers'), 'workers_started': status.get('workers_started'),
                  'line': _last_line(args.log) if args.log else ''})
@@ -317,6 +376,9 @@ def main(argv=None):
             p.add_argument('--ready-file')
     p = sub.add_parser('limits')
     p.add_argument('--nofile', type=int, default=0)
+    p = sub.add_parser('inspect')
+    p.add_argument('--status-file', required=True)
+    p.add_argument('--comm', default='tcpscale-server', help='process name of the supervisor')
     p = sub.add_parser('tail')
     p.add_argument('--log', required=True)
     p = sub.add_parser('wait')
@@ -324,6 +386,8 @@ def main(argv=None):
     p.add_argument('--exit-file', required=True)
     p.add_argument('--log')
     p.add_argument('--timeout', type=float, default=5.0)
+    p.add_argument('--hold', action='store_true',
+                   help='wait through the hold: return early only when it breaks')
     args = parser.parse_args(argv)
     args.argv = command
     if hasattr(args, 'name') and not NAME_RE.match(args.name):
@@ -332,7 +396,8 @@ def main(argv=None):
     if hasattr(args, 'run_dir'):
         os.makedirs(args.run_dir, 0o755, exist_ok=True)
     return {'start': cmd_start, 'run': cmd_run, 'stop': cmd_stop, 'status': cmd_status,
-            'limits': cmd_limits, 'tail': cmd_tail, 'wait': cmd_wait}[args.cmd](args)
+            'limits': cmd_limits, 'tail': cmd_tail, 'wait': cmd_wait,
+            'inspect': cmd_inspect}[args.cmd](args)
 
 
 if __name__ == '__main__':

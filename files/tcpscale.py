@@ -95,14 +95,24 @@ SAFE_NETWORKS = [ipaddress.ip_network(n) for n in (
 SLOT_WORDS = 1024
 F_PID, F_STATE, F_EST, F_TOTAL, F_ATTEMPTS, F_FAILED, F_INFLIGHT, F_DROPPED = range(8)
 F_DONE_NS, F_QUOTA, F_HB_SENT, F_HB_RECV, F_RATE, F_INFL_CAP, F_STOP, F_PEAK = range(8, 16)
-F_LISTEN, F_WANT, F_LANE, F_CAP, F_NHOLDERS, F_LOST, F_LOST_PID, F_LOST_STATUS = range(16, 24)
+F_LISTEN, F_WANT, F_LANE, F_CAP, F_NHOLDERS = range(16, 21)
 F_ERRNO, F_ERR_INDEX, F_ECHO_BYTES, F_CPU_USER_US, F_CPU_SYS_US = range(24, 29)
+# F_DROPPED counts held connections the peer closed (FIN) or reset (RST);
+# F_DROP_RST the resets among them. F_LOST_* are written into the slot of a
+# holder that died unexpectedly: its wait status, when (wall clock, ns) and
+# how many connections it held.
+F_DROP_RST, F_LOST_STATUS, F_LOST_NS, F_LOST_HELD = range(29, 33)
 ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
 HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
 HIST_PER_E = 20
 
-ST_EMPTY, ST_STARTING, ST_ACTIVE, ST_HOLDING, ST_SETTLED, ST_EXITED, ST_FAILED = range(7)
-STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'failed')
+ST_EMPTY, ST_STARTING, ST_ACTIVE, ST_HOLDING, ST_SETTLED, ST_EXITED, ST_FAILED, ST_LOST = range(8)
+STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'failed', 'lost')
+# Error kinds that are not an errno: a held connection ended by the peer.
+PEER_CLOSED, PEER_RESET = 'peer_closed', 'peer_reset'
+# Columns of the timeline rows of both halves (dropped: cumulative count of
+# connections the peer ended; the server counts the ones clients closed).
+TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped']
 
 
 class Shm(object):
@@ -500,8 +510,12 @@ class Supervisor(object):
         drain(self.wake_r)
         drain(self.notify_r)
 
-    def reap(self, on_exit=None):
-        """Collect exited children; unexpected exits are recorded as lost."""
+    def reap(self, on_lost=None):
+        """Collect exited children; unexpected exits are recorded as lost.
+
+        on_lost(pid, slot) returns what the role knows of the lost worker (its
+        name and the connections it held), merged into the record.
+        """
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -510,13 +524,21 @@ class Supervisor(object):
             if pid == 0:
                 return
             slot = self.children.pop(pid, None)
-            if slot is None:
+            if slot is None or pid in self.expected_exit:
                 continue
-            if on_exit is not None:
-                on_exit(pid, slot, status)
-            if pid not in self.expected_exit:
-                self.lost.append({'pid': pid, 'slot': slot, 'how': describe_status(status)})
-                log('worker pid %d (slot %d) lost: %s' % (pid, slot, describe_status(status)))
+            self.record_lost(pid, status, on_lost(pid, slot) if on_lost else {'slot': slot})
+
+    def record_lost(self, pid, status, extra, at=None):
+        """One lost worker: what it was, how it ended, when, what it held."""
+        at = time.time() if at is None else at
+        entry = {'pid': pid, 'how': describe_status(status), 'at': round(at, 3),
+                 't': round(time.monotonic() - self.t0 - (time.time() - at), 3)}
+        entry.update(extra)
+        self.lost.append(entry)
+        log('error: worker %s (pid %d) lost: %s, holding %s connection(s); the others keep '
+            'holding' % (entry.get('worker', entry.get('slot')), pid, entry['how'],
+                         entry.get('held', '?')))
+        return entry
 
     def kernel_bytes(self):
         slab, tcpmem = kernel_snapshot()
@@ -601,6 +623,8 @@ class ClientPlan(object):
         for name in ('rate', 'ramp', 'hold', 'heartbeat_interval'):
             if getattr(args, name) < 0:
                 raise Usage('--%s: must be >= 0' % name.replace('_', '-'))
+        if not 0 <= args.hold_tolerance < 1:
+            raise Usage('--hold-tolerance: give a fraction from 0 to below 1, e.g. 0.001')
         if args.ramp > 0 and args.rate <= 0:
             raise Usage('--ramp needs --rate (the rate to ramp up to)')
         if args.inflight < 1 or args.timeout <= 0 or args.retries < 0:
@@ -735,6 +759,7 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
     attempts = 0
     failed = 0
     dropped = 0
+    drop_rst = 0
     tokens = 0.0
     hb_budget = 0.0
     hb_cursor = 0
@@ -809,8 +834,9 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
         finally:
             s.detach()
 
-    def drop(fd):
-        nonlocal est, dropped
+    def drop(fd, reset):
+        # the peer ended a held connection: FIN (reset False) or RST (reset True)
+        nonlocal est, dropped, drop_rst
         i = pos[fd] - 1
         if i < 0:
             return
@@ -826,6 +852,8 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
             pass
         est -= 1
         dropped += 1
+        if reset:
+            drop_rst += 1
 
     while True:
         now = monotonic()
@@ -906,9 +934,10 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
                 except BlockingIOError:
                     continue
                 except OSError:
-                    n = 0
+                    drop(fd, True)
+                    continue
                 if n == 0:
-                    drop(fd)
+                    drop(fd, False)
                     continue
                 t = hb_pending.pop(fd, None)
                 if t is not None:
@@ -956,6 +985,7 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
         q[b + F_FAILED] = failed
         q[b + F_INFLIGHT] = len(inflight)
         q[b + F_DROPPED] = dropped
+        q[b + F_DROP_RST] = drop_rst
         q[b + F_HB_SENT] = hb_sent
         q[b + F_HB_RECV] = hb_recv
         if not done and next_g >= end_g and not inflight and not retry_heap:
@@ -981,6 +1011,374 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
     return 0
 
 
+class ClientRun(object):
+    """The client supervisor: starts the workers, watches them, decides the verdict.
+
+    A lost worker (killed, crashed) does not stop the run: its connections are
+    gone, the others keep holding, so the summary shows what survived. Any
+    lost worker, a target not reached, or more connections ended by the peer
+    during the hold than --hold-tolerance allows makes the exit status non-zero.
+    """
+
+    def __init__(self, args, plan):
+        self.args = args
+        self.plan = plan
+        self.sup = Supervisor(args, 'client')
+        self.shm = Shm(plan.workers)
+        self.q, self.d = self.shm.q, self.shm.d
+        self.started = 0
+        self.t0 = self.sup.t0 = time.monotonic()
+        self.t0_ns = time.monotonic_ns()
+        self.reached = False
+        self.t_reached = None
+        self.t_reached_mono = None
+        self.at_target = None           # figures taken when the target was reached
+        self.stop_reason = None
+        self.peak_total = 0
+        self.hold_until = None
+        self.allowed_loss = int(plan.target * args.hold_tolerance)
+        self.dropped_seen = 0
+        self.next_tick = self.t0 + args.progress_interval
+        self.last_tick = (0, self.t0)
+        self.last_status = 0.0
+
+    # --- shared-memory readings
+    def total_of(self, field):
+        q = self.q
+        return sum(q[i * SLOT_WORDS + field] for i in range(self.started))
+
+    def states(self):
+        q = self.q
+        return [q[i * SLOT_WORDS + F_STATE] for i in range(self.started)]
+
+    def live_pids(self):
+        return [self.sup.pid] + list(self.sup.children)
+
+    def cpu_totals(self):
+        own = os.times()
+        return {'workers_user_s': round(self.total_of(F_CPU_USER_US) / 1e6, 3),
+                'workers_sys_s': round(self.total_of(F_CPU_SYS_US) / 1e6, 3),
+                'supervisor_s': round(own[0] + own[1], 3)}
+
+    def drops(self):
+        dropped = self.total_of(F_DROPPED)
+        reset = self.total_of(F_DROP_RST)
+        return {PEER_CLOSED: dropped - reset, PEER_RESET: reset}
+
+    def errors_total(self):
+        q = self.q
+        out = {}
+        for e in range(1, ERR_SLOTS):
+            n = sum(q[i * SLOT_WORDS + ERR_BASE + e] for i in range(self.started))
+            if n:
+                out[errno_name(e)] = n
+        out.update((k, v) for k, v in self.drops().items() if v)
+        return out
+
+    def on_lost(self, pid, slot):
+        """A worker died: keep what it held in the record, then count it out."""
+        b = slot * SLOT_WORDS
+        held = self.q[b + F_EST]
+        self.q[b + F_EST] = 0
+        self.q[b + F_INFLIGHT] = 0
+        self.q[b + F_STATE] = ST_LOST
+        return {'worker': 'c%d' % slot, 'slot': slot, 'held': held}
+
+    # --- phases of one pass of the loop
+    def start_workers(self, states):
+        plan, args, q, d, sup = self.plan, self.args, self.q, self.d, self.sup
+        connecting = sum(1 for st in states if st in (ST_STARTING, ST_ACTIVE))
+        blocked = any(st in (ST_SETTLED, ST_LOST) for st in states)
+        while not blocked and self.started < plan.workers and connecting < plan.active:
+            i = self.started
+            b = i * SLOT_WORDS
+            q[b + F_STATE] = ST_STARTING
+            q[b + F_INFL_CAP] = max(1, args.inflight // plan.active)
+            d[b + F_RATE] = 0.0
+            pid = fork_worker(client_worker, sup.pid, plan, args, self.shm, i,
+                              plan.starts[i], plan.quotas[i], sup.notify_w)
+            sup.children[pid] = i
+            q[b + F_PID] = pid
+            self.started += 1
+            connecting += 1
+
+    def share_rate(self, now):
+        """Rate and in-flight shares of the workers that are connecting."""
+        args, q, d = self.args, self.q, self.d
+        active = [i for i, st in enumerate(self.states()) if st in (ST_STARTING, ST_ACTIVE)]
+        if not active:
+            return
+        share = 0.0
+        if args.rate > 0:
+            frac = 1.0 if args.ramp <= 0 else min(1.0, max(0.02, (now - self.t0) / args.ramp))
+            share = args.rate * frac / len(active)
+        cap = max(1, args.inflight // len(active))
+        for i in active:
+            d[i * SLOT_WORDS + F_RATE] = share
+            q[i * SLOT_WORDS + F_INFL_CAP] = cap
+
+    def check_reached(self, now, states, est):
+        plan = self.plan
+        if self.reached or self.started < plan.workers or est < plan.target \
+                or not all(st == ST_HOLDING for st in states):
+            return
+        self.reached = True
+        q = self.q
+        done_ns = max(q[i * SLOT_WORDS + F_DONE_NS] for i in range(self.started))
+        self.t_reached = round((done_ns - self.t0_ns) / 1e9, 3)
+        self.t_reached_mono = now
+        self.at_target = {'established': est, 'pss': self.sup.pss_total(self.live_pids()),
+                          'kernel': self.sup.kernel_bytes(), 'cpu': self.cpu_totals(),
+                          'dropped': self.total_of(F_DROPPED)}
+        self.dropped_seen = self.at_target['dropped']
+        log('target %d reached in %.2f s (%.0f connections/s)'
+            % (plan.target, self.t_reached, plan.target / max(self.t_reached, 1e-9)))
+        self.sup.timeline.append([self.t_reached, est, self.at_target['pss'],
+                                  self.at_target['kernel'], self.at_target['dropped']])
+        if self.args.hold > 0:
+            self.hold_until = now + self.args.hold
+
+    def stop_condition(self, now, states):
+        """Why the loop ends now, or None."""
+        if self.sup.signalled:
+            return 'signal:%s' % self.sup.signalled
+        busy = any(st in (ST_STARTING, ST_ACTIVE) for st in states)
+        if not self.reached and not busy:
+            if any(st == ST_LOST for st in states):
+                return 'lost_worker'
+            if any(st == ST_SETTLED for st in states) or self.started == self.plan.workers:
+                # every worker is done and connections were lost on the way: nothing
+                # will change any more
+                return 'settled'
+        if self.hold_until is not None and now >= self.hold_until:
+            return 'hold'
+        return None
+
+    def tick(self, now, est):
+        """A progress line and a timeline sample every progress interval."""
+        plan, sup = self.plan, self.sup
+        pss = sup.pss_total(self.live_pids())
+        kb = sup.kernel_bytes()
+        t = round(now - self.t0, 3)
+        dropped = self.total_of(F_DROPPED)
+        sup.timeline.append([t, est, pss, kb, dropped])
+        rate = (est - self.last_tick[0]) / max(1e-9, now - self.last_tick[1])
+        self.last_tick = (est, now)
+        errs = self.errors_total()
+        log('[%7.1fs] established %d/%d (%.1f%%) rate %.0f/s in-flight %d workers %d/%d '
+            'user %.1f MB kernel %.1f MB%s%s%s'
+            % (t, est, plan.target, 100.0 * est / plan.target, rate,
+               self.total_of(F_INFLIGHT), self.started, plan.workers, pss / 1e6, kb / 1e6,
+               ' dropped %d' % dropped if dropped else '',
+               ' lost workers %d' % len(sup.lost) if sup.lost else '',
+               (' errors ' + ' '.join('%s=%d' % kv for kv in sorted(errs.items())))
+               if errs else ''))
+        if self.reached and dropped > self.dropped_seen:
+            drops = self.drops()
+            log('warning: %d connection(s) ended by the peer since the target was reached '
+                '(%s=%d %s=%d); %d established of %d'
+                % (dropped - self.at_target['dropped'], PEER_CLOSED, drops[PEER_CLOSED],
+                   PEER_RESET, drops[PEER_RESET], est, plan.target))
+        self.dropped_seen = dropped
+        self.next_tick += self.args.progress_interval
+        if self.next_tick < now:
+            self.next_tick = now + self.args.progress_interval
+
+    def status(self, final=False):
+        est = self.total_of(F_EST)
+        return {'role': 'client', 'target': self.plan.target, 'established': est,
+                'reached': self.reached, 'seconds_to_target': self.t_reached,
+                'established_at_target': self.at_target['established'] if self.reached else None,
+                'dropped': self.total_of(F_DROPPED), 'drops': self.drops(),
+                'allowed_loss': self.allowed_loss,
+                'lost_workers': self.sup.lost,
+                'workers': self.plan.workers, 'workers_started': self.started,
+                'pids': self.live_pids(), 'errors': self.errors_total(),
+                'elapsed_s': round(time.monotonic() - self.t0, 3), 'final': final}
+
+    def write_status(self, now):
+        if not self.args.status_file or now - self.last_status < self.args.progress_interval:
+            return
+        self.last_status = now
+        try:
+            write_json_atomic(self.args.status_file, self.status())
+        except OSError as exc:
+            log('cannot write the status file: %s' % exc)
+
+    def loop(self):
+        sup = self.sup
+        while True:
+            now = time.monotonic()
+            sup.reap(self.on_lost)
+            states = self.states()
+            self.start_workers(states)
+            self.share_rate(now)
+            states = self.states()
+            est = self.total_of(F_EST)
+            self.peak_total = max(self.peak_total, est)
+            self.check_reached(now, states, est)
+            self.stop_reason = self.stop_condition(now, states)
+            if self.stop_reason:
+                return
+            if now >= self.next_tick:
+                self.tick(now, est)
+            self.write_status(now)
+            sup.wait(min(0.05, max(0.0, self.next_tick - time.monotonic())))
+
+    def run(self):
+        self.sup.install_signals()
+        try:
+            self.loop()
+        except BaseException:
+            self.sup.emergency_kill()
+            raise
+        return self.stop()
+
+    # --- the end
+    def stop(self):
+        sup = self.sup
+        cpu_at_stop = self.cpu_totals()
+        final = {'established': self.total_of(F_EST), 'pss': sup.pss_total(self.live_pids()),
+                 'kernel': sup.kernel_bytes(), 'dropped': self.total_of(F_DROPPED)}
+        self.peak_total = max(self.peak_total, final['established'])
+        t_stop = time.monotonic()
+        sup.timeline.append([round(t_stop - self.t0, 3), final['established'], final['pss'],
+                             final['kernel'], final['dropped']])
+        log('stopping (%s): closing %d connections' % (self.stop_reason, final['established']))
+        sup.stop_children(list(sup.children), grace=60.0)
+        sup.reap(self.on_lost)
+        close_s = round(time.monotonic() - t_stop, 3)
+        summary = self.summary(final, t_stop, close_s, cpu_at_stop)
+        if self.args.status_file:
+            try:
+                st = self.status(final=True)
+                st['established'] = final['established']
+                write_json_atomic(self.args.status_file, st)
+            except OSError:
+                pass
+        finish(summary, self.args.summary_file)
+        self.log_verdict(summary)
+        return summary['exit_code']
+
+    def rate_stats(self):
+        """Connect rate per progress interval, up to the target."""
+        rates = []
+        tl = self.sup.timeline
+        for a, b in zip(tl, tl[1:]):
+            if b[0] > a[0] and (self.t_reached is None or b[0] <= self.t_reached + 1e-6):
+                rates.append((b[1] - a[1]) / (b[0] - a[0]))
+        return sorted(rates)
+
+    def heartbeat_summary(self):
+        q = self.q
+        hist = [0] * HIST_SLOTS
+        for i in range(self.started):
+            base = i * SLOT_WORDS + HIST_BASE
+            for j in range(HIST_SLOTS):
+                v = q[base + j]
+                if v:
+                    hist[j] += v
+        args = self.args
+        return {'interval_s': args.heartbeat_interval or None, 'size': args.heartbeat_size,
+                'sent': self.total_of(F_HB_SENT), 'received': self.total_of(F_HB_RECV),
+                'rtt_p50_ms': hist_percentile(hist, 0.50),
+                'rtt_p99_ms': hist_percentile(hist, 0.99)}
+
+    def hold_verdict(self, final, t_stop):
+        """The hold: how long, what was lost, and whether that is within the tolerance."""
+        if not self.reached:
+            return {'seconds': None, 'tolerance': self.args.hold_tolerance,
+                    'allowed_loss': self.allowed_loss, 'established_at_start': None,
+                    'established_at_end': final['established'], 'lost': None,
+                    'dropped_by_peer': None, 'held_ok': None}
+        lost = max(0, self.plan.target - final['established'])
+        return {'seconds': round(t_stop - self.t_reached_mono, 3),
+                'tolerance': self.args.hold_tolerance, 'allowed_loss': self.allowed_loss,
+                'established_at_start': self.at_target['established'],
+                'established_at_end': final['established'], 'lost': lost,
+                'dropped_by_peer': final['dropped'] - self.at_target['dropped'],
+                'held_ok': lost <= self.allowed_loss and not self.sup.lost}
+
+    def summary(self, final, t_stop, close_s, cpu_at_stop):
+        plan, args, sup = self.plan, self.args, self.sup
+        rates = self.rate_stats()
+        elapsed = (self.t_reached if self.t_reached else (t_stop - self.t0)) or 1e-9
+        basis = self.at_target if self.reached else final
+        per_conn = (lambda v: round(v / float(basis['established']), 1)) \
+            if basis['established'] else (lambda v: None)
+        hold = self.hold_verdict(final, t_stop)
+        if sup.lost:
+            code = EXIT_LOST
+        elif self.reached and hold['held_ok']:
+            code = EXIT_OK
+        else:
+            code = EXIT_NOT_REACHED
+        mean = round((plan.target if self.reached else self.peak_total) / elapsed, 1)
+        return {
+            'role': 'client', 'version': VERSION, 'target': plan.target, 'reached': self.reached,
+            'exit_code': code, 'stopped_by': self.stop_reason,
+            'established_peak': max(self.peak_total,
+                                    self.at_target['established'] if self.reached else 0),
+            'established_at_target': self.at_target['established'] if self.reached else None,
+            'established_final': final['established'],
+            'seconds_to_target': self.t_reached,
+            'connections_per_s': mean,
+            'connect_rate': {
+                'mean_per_s': mean,
+                'peak_per_s': round(rates[-1], 1) if rates else None,
+                'p50_per_s': round(rates[len(rates) // 2], 1) if rates else None,
+                'min_per_s': round(rates[0], 1) if rates else None,
+                'interval_s': args.progress_interval,
+                'rate_limit_per_s': args.rate or None, 'ramp_s': args.ramp or None,
+                'inflight_cap': args.inflight},
+            'attempts': self.total_of(F_ATTEMPTS),
+            'failed_connections': self.total_of(F_FAILED),
+            'dropped': self.total_of(F_DROPPED), 'drops': self.drops(),
+            'hold': hold,
+            'errors': self.errors_total(),
+            'heartbeat': self.heartbeat_summary(),
+            'user_pss_bytes': basis['pss'], 'kernel_bytes': basis['kernel'],
+            'user_bytes_per_conn': per_conn(basis['pss']),
+            'kernel_bytes_per_conn': per_conn(basis['kernel']),
+            'kernel_scope': 'host-wide delta of Slab + TCP memory (includes the server half when '
+                            'it runs on the same host)',
+            'workers': plan.workers, 'workers_started': self.started,
+            'concurrency': plan.active, 'lost_workers': sup.lost,
+            'limits': {'nofile_soft_before': plan.nofile_before, 'nofile': plan.nofile,
+                       'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
+                       'per_worker': plan.cap},
+            'plan': {'sources': len(plan.sources), 'destinations': len(plan.targets),
+                     'ports': plan.nports, 'tuples': plan.tuples,
+                     'local_port_range': [plan.port_lo, plan.port_hi],
+                     'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
+            'close_seconds': close_s,
+            'cpu_at_target': self.at_target['cpu'] if self.reached else None,
+            'cpu_at_stop': cpu_at_stop, 'cpu_final': self.cpu_totals(),
+            'timeline': sup.timeline,
+            'timeline_columns': TIMELINE_COLUMNS,
+        }
+
+    def log_verdict(self, summary):
+        lost = self.sup.lost
+        if lost:
+            log('error: %d worker(s) lost: %s' % (len(lost), '; '.join(
+                '%s pid %d %s holding %d' % (x['worker'], x['pid'], x['how'], x['held'])
+                for x in lost)))
+        hold = summary['hold']
+        drops = summary['drops']
+        dropped = 'ended by the peer %d (%s=%d %s=%d)' % (
+            summary['dropped'], PEER_CLOSED, drops[PEER_CLOSED], PEER_RESET, drops[PEER_RESET])
+        if not self.reached:
+            log('error: target %d not reached (peak %d established; %s; errors %s)'
+                % (self.plan.target, summary['established_peak'], dropped,
+                   summary['errors'] or 'none'))
+        elif not hold['held_ok'] and hold['lost'] > hold['allowed_loss']:
+            log('error: %d of %d connections lost during the hold of %.1f s (%s), more than '
+                'the %d allowed (--hold-tolerance %s)'
+                % (hold['lost'], self.plan.target, hold['seconds'], dropped,
+                   hold['allowed_loss'], self.args.hold_tolerance))
+
+
 def client_main(args):
     try:
         plan = ClientPlan(args)
@@ -1000,250 +1398,7 @@ def client_main(args):
         log('error: %s' % exc)
         return EXIT_USAGE
     set_name('tcpscale-client')
-    sup = Supervisor(args, 'client')
-    shm = Shm(plan.workers)
-    q, d = shm.q, shm.d
-    sup.install_signals()
-    nw = plan.workers
-    started = 0
-    t0 = time.monotonic()
-    t0_ns = time.monotonic_ns()
-    sup.t0 = t0
-    reached = False
-    t_reached = None
-    pss_at_target = None
-    kernel_at_target = None
-    est_at_target = None
-    settled_short = False
-    cpu_at_target = None
-    stop_reason = None
-    next_tick = t0 + args.progress_interval
-    last_tick_est = 0
-    last_tick_t = t0
-    last_status = 0.0
-    peak_total = 0
-    hold_until = None
-
-    def slot_states():
-        return [q[i * SLOT_WORDS + F_STATE] for i in range(started)]
-
-    def total_of(field):
-        return sum(q[i * SLOT_WORDS + field] for i in range(started))
-
-    def live_pids():
-        return [sup.pid] + list(sup.children)
-
-    def cpu_totals():
-        own = os.times()
-        return {'workers_user_s': round(total_of(F_CPU_USER_US) / 1e6, 3),
-                'workers_sys_s': round(total_of(F_CPU_SYS_US) / 1e6, 3),
-                'supervisor_s': round(own[0] + own[1], 3)}
-
-    def errors_total():
-        out = {}
-        for e in range(1, ERR_SLOTS):
-            n = sum(q[i * SLOT_WORDS + ERR_BASE + e] for i in range(started))
-            if n:
-                out[errno_name(e)] = n
-        return out
-
-    def status(final=False):
-        est = total_of(F_EST)
-        return {'role': 'client', 'target': plan.target, 'established': est,
-                'reached': reached, 'seconds_to_target': t_reached,
-                'workers': nw, 'workers_started': started,
-                'pids': live_pids(), 'errors': errors_total(),
-                'elapsed_s': round(time.monotonic() - t0, 3), 'final': final}
-
-    try:
-        while True:
-            now = time.monotonic()
-            sup.reap()
-            if sup.lost:
-                stop_reason = 'lost_worker'
-                break
-            if sup.signalled:
-                stop_reason = 'signal:%s' % sup.signalled
-                break
-            states = slot_states()
-            connecting = sum(1 for s in states if s in (ST_STARTING, ST_ACTIVE))
-            if any(s == ST_SETTLED for s in states):
-                settled_short = True
-            while not settled_short and started < nw and connecting < plan.active:
-                b = started * SLOT_WORDS
-                q[b + F_STATE] = ST_STARTING
-                q[b + F_INFL_CAP] = max(1, args.inflight // plan.active)
-                d[b + F_RATE] = 0.0
-                pid = fork_worker(client_worker, sup.pid, plan, args, shm, started,
-                                  plan.starts[started], plan.quotas[started], sup.notify_w)
-                sup.children[pid] = started
-                q[b + F_PID] = pid
-                started += 1
-                connecting += 1
-            # rate and in-flight shares of the workers that are connecting
-            states = slot_states()
-            active = [i for i, s in enumerate(states) if s in (ST_STARTING, ST_ACTIVE)]
-            if active:
-                if args.rate > 0:
-                    frac = 1.0 if args.ramp <= 0 else min(1.0, max(0.02, (now - t0) / args.ramp))
-                    share = args.rate * frac / len(active)
-                else:
-                    share = 0.0
-                cap = max(1, args.inflight // len(active))
-                for i in active:
-                    d[i * SLOT_WORDS + F_RATE] = share
-                    q[i * SLOT_WORDS + F_INFL_CAP] = cap
-            est = total_of(F_EST)
-            peak_total = max(peak_total, est)
-            if not reached and started == nw and all(s == ST_HOLDING for s in states) \
-                    and est >= plan.target:
-                reached = True
-                done_ns = max(q[i * SLOT_WORDS + F_DONE_NS] for i in range(started))
-                t_reached = round((done_ns - t0_ns) / 1e9, 3)
-                est_at_target = est
-                pss_at_target = sup.pss_total(live_pids())
-                kernel_at_target = sup.kernel_bytes()
-                cpu_at_target = cpu_totals()
-                log('target %d reached in %.2f s (%.0f connections/s)'
-                    % (plan.target, t_reached, plan.target / max(t_reached, 1e-9)))
-                sup.timeline.append([t_reached, est, pss_at_target, kernel_at_target])
-                hold_until = now + args.hold if args.hold > 0 else None
-            if settled_short and not any(s in (ST_STARTING, ST_ACTIVE) for s in states):
-                stop_reason = 'settled'
-                break
-            all_done = all(s in (ST_HOLDING, ST_SETTLED) for s in states)
-            if not reached and started == nw and all_done:
-                # every worker is done and connections were lost on the way: nothing
-                # will change any more
-                stop_reason = 'settled'
-                break
-            if hold_until is not None and now >= hold_until:
-                stop_reason = 'hold'
-                break
-            if now >= next_tick:
-                pids = live_pids()
-                pss = sup.pss_total(pids)
-                kb = sup.kernel_bytes()
-                t = round(now - t0, 3)
-                sup.timeline.append([t, est, pss, kb])
-                rate = (est - last_tick_est) / max(1e-9, now - last_tick_t)
-                errs = errors_total()
-                log('[%7.1fs] established %d/%d (%.1f%%) rate %.0f/s in-flight %d workers %d/%d '
-                    'user %.1f MB kernel %.1f MB%s'
-                    % (t, est, plan.target, 100.0 * est / plan.target, rate,
-                       total_of(F_INFLIGHT), started, nw, pss / 1e6, kb / 1e6,
-                       (' errors ' + ' '.join('%s=%d' % kv for kv in sorted(errs.items())))
-                       if errs else ''))
-                last_tick_est, last_tick_t = est, now
-                next_tick += args.progress_interval
-                if next_tick < now:
-                    next_tick = now + args.progress_interval
-            if args.status_file and now - last_status >= args.progress_interval:
-                last_status = now
-                try:
-                    write_json_atomic(args.status_file, status())
-                except OSError as exc:
-                    log('cannot write the status file: %s' % exc)
-            sup.wait(min(0.05, max(0.0, next_tick - time.monotonic())))
-    except BaseException:
-        sup.emergency_kill()
-        raise
-    # --- stop
-    cpu_at_stop = cpu_totals()
-    est_final = total_of(F_EST)
-    peak_total = max(peak_total, est_final)
-    pss_final = sup.pss_total(live_pids())
-    kernel_final = sup.kernel_bytes()
-    t_stop = time.monotonic()
-    sup.timeline.append([round(t_stop - t0, 3), est_final, pss_final, kernel_final])
-    log('stopping (%s): closing %d connections' % (stop_reason, est_final))
-    sup.stop_children(list(sup.children), grace=60.0)
-    sup.reap()
-    close_s = round(time.monotonic() - t_stop, 3)
-    hist = [0] * HIST_SLOTS
-    for i in range(started):
-        base = i * SLOT_WORDS + HIST_BASE
-        for j in range(HIST_SLOTS):
-            v = q[base + j]
-            if v:
-                hist[j] += v
-    # connect rate per progress interval, up to the target
-    rates = []
-    tl = sup.timeline
-    for (ta, ea, _p, _k), (tb, eb, _p2, _k2) in zip(tl, tl[1:]):
-        if tb > ta and (t_reached is None or tb <= t_reached + 1e-6):
-            rates.append((eb - ea) / (tb - ta))
-    rates_sorted = sorted(rates)
-    elapsed = (t_reached if t_reached else (t_stop - t0)) or 1e-9
-    if reached:
-        user_pc = pss_at_target / float(est_at_target)
-        kern_pc = kernel_at_target / float(est_at_target)
-    else:
-        basis = max(est_final, 1)
-        user_pc = pss_final / float(basis) if est_final else None
-        kern_pc = kernel_final / float(basis) if est_final else None
-    if sup.lost:
-        code = EXIT_LOST
-    elif reached:
-        code = EXIT_OK
-    else:
-        code = EXIT_NOT_REACHED
-    summary = {
-        'role': 'client', 'version': VERSION, 'target': plan.target, 'reached': reached,
-        'exit_code': code, 'stopped_by': stop_reason,
-        'established_peak': max(peak_total, est_at_target or 0),
-        'established_final': est_final,
-        'seconds_to_target': t_reached,
-        'connections_per_s': round((plan.target if reached else peak_total) / elapsed, 1),
-        'connect_rate': {
-            'mean_per_s': round((plan.target if reached else peak_total) / elapsed, 1),
-            'peak_per_s': round(rates_sorted[-1], 1) if rates else None,
-            'p50_per_s': round(rates_sorted[len(rates) // 2], 1) if rates else None,
-            'min_per_s': round(rates_sorted[0], 1) if rates else None,
-            'interval_s': args.progress_interval,
-            'rate_limit_per_s': args.rate or None, 'ramp_s': args.ramp or None,
-            'inflight_cap': args.inflight},
-        'attempts': total_of(F_ATTEMPTS), 'failed_connections': total_of(F_FAILED),
-        'dropped': total_of(F_DROPPED),
-        'errors': errors_total(),
-        'heartbeat': {
-            'interval_s': args.heartbeat_interval or None, 'size': args.heartbeat_size,
-            'sent': total_of(F_HB_SENT), 'received': total_of(F_HB_RECV),
-            'rtt_p50_ms': hist_percentile(hist, 0.50), 'rtt_p99_ms': hist_percentile(hist, 0.99)},
-        'user_pss_bytes': pss_at_target if reached else pss_final,
-        'kernel_bytes': kernel_at_target if reached else kernel_final,
-        'user_bytes_per_conn': round(user_pc, 1) if user_pc is not None else None,
-        'kernel_bytes_per_conn': round(kern_pc, 1) if kern_pc is not None else None,
-        'kernel_scope': 'host-wide delta of Slab + TCP memory (includes the server half when it '
-                        'runs on the same host)',
-        'workers': nw, 'workers_started': started, 'concurrency': plan.active,
-        'lost_workers': sup.lost,
-        'limits': {'nofile_soft_before': plan.nofile_before, 'nofile': plan.nofile,
-                   'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
-                   'per_worker': plan.cap},
-        'plan': {'sources': len(plan.sources), 'destinations': len(plan.targets),
-                 'ports': plan.nports, 'tuples': plan.tuples,
-                 'local_port_range': [plan.port_lo, plan.port_hi],
-                 'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
-        'close_seconds': close_s,
-        'cpu_at_target': cpu_at_target, 'cpu_at_stop': cpu_at_stop, 'cpu_final': cpu_totals(),
-        'timeline': sup.timeline,
-    }
-    if args.status_file:
-        try:
-            st = status(final=True)
-            st['established'] = est_final
-            write_json_atomic(args.status_file, st)
-        except OSError:
-            pass
-    finish(summary, args.summary_file)
-    if code == EXIT_LOST:
-        log('error: %d worker(s) lost: %s' % (len(sup.lost), '; '.join(
-            'pid %d %s' % (x['pid'], x['how']) for x in sup.lost)))
-    elif code == EXIT_NOT_REACHED:
-        log('error: target %d not reached (peak %d established; errors %s)'
-            % (plan.target, summary['established_peak'], summary['errors'] or 'none'))
-    return code
+    return ClientRun(args, plan).run()
 
 
 # ---------------------------------------------------------------------------
@@ -1411,10 +1566,10 @@ def server_keeper(parent_pid, plan, args, shm, group, notify_sup):
                 break
             slot = children.pop(pid, None)
             if slot is not None and pid not in expected:
-                q[kb + F_LOST] += 1
-                q[kb + F_LOST_PID] = pid
-                q[kb + F_LOST_STATUS] = status
-                log('keeper %d: holder pid %d lost: %s' % (group, pid, describe_status(status)))
+                accepting = mark_holder_lost(plan, shm, slot, status)
+                if accepting and not stopping:
+                    # its lane must keep accepting: the keeper still has the listeners
+                    spawn(q[slot * SLOT_WORDS + F_LANE])
                 try:
                     os.write(notify_sup, b'l')
                 except OSError:
@@ -1442,6 +1597,28 @@ def server_keeper(parent_pid, plan, args, shm, group, notify_sup):
         drain(notify_r)
     q[kb + F_STATE] = ST_EXITED
     return 0
+
+
+def mark_holder_lost(plan, shm, slot, status):
+    """Record in its slot that a holder died: when, how, what it held.
+
+    Its connections died with it; its counts go to zero so the totals show what
+    the other holders still hold. Returns whether it was accepting.
+    """
+    q, u = shm.q, shm.u
+    b = slot * SLOT_WORDS
+    accepting = q[b + F_LISTEN] > 0 or q[b + F_STATE] in (ST_STARTING, ST_ACTIVE)
+    q[b + F_LOST_HELD] = q[b + F_EST]
+    q[b + F_LOST_STATUS] = status
+    q[b + F_WANT] = 2                   # a successor it asked for is not needed twice
+    q[b + F_LOST_NS] = time.time_ns()
+    q[b + F_EST] = 0
+    q[b + F_LISTEN] = 0
+    q[b + F_STATE] = ST_LOST
+    ubase = (slot - plan.groups) * plan.group_size
+    for i in range(plan.group_size):
+        u[ubase + i] = 0
+    return accepting
 
 
 def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, notify_keeper,
@@ -1633,6 +1810,241 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
     return 0
 
 
+class ServerRun(object):
+    """The server supervisor: keepers per endpoint group, progress, status, summary.
+
+    A lost holder or keeper does not stop the half: the keeper replaces a lost
+    accepting holder (it keeps the listening sockets), the others keep holding,
+    and the loss is reported (status file, summary, exit status 3 at the end).
+    """
+
+    def __init__(self, args, plan):
+        self.args = args
+        self.plan = plan
+        self.sup = Supervisor(args, 'server')
+        nslots = plan.groups + plan.groups * plan.holders_per_group
+        self.shm = Shm(nslots, extra_u32=plan.groups * plan.holders_per_group * plan.group_size)
+        self.q = self.shm.q
+        self.t0 = self.sup.t0 = time.monotonic()
+        self.ready = False
+        self.t_ready = None
+        self.stop_reason = None
+        self.code = EXIT_OK
+        self.next_tick = self.t0 + args.progress_interval
+        self.last = (0, self.t0)
+        self.peak = 0
+        self.reported = set()           # holder slots whose loss is recorded
+
+    def holder_slots(self):
+        q, plan = self.q, self.plan
+        for g in range(plan.groups):
+            base = plan.groups + g * plan.holders_per_group
+            for i in range(q[g * SLOT_WORDS + F_NHOLDERS]):
+                yield g, base + i
+
+    def field_sum(self, field):
+        q = self.q
+        return sum(q[s * SLOT_WORDS + field] for _g, s in self.holder_slots())
+
+    def pids(self):
+        q = self.q
+        out = [self.sup.pid] + list(self.sup.children)
+        for _g, s in self.holder_slots():
+            p = q[s * SLOT_WORDS + F_PID]
+            if p and q[s * SLOT_WORDS + F_STATE] not in (ST_EXITED, ST_LOST):
+                out.append(p)
+        return out
+
+    def held_total(self):
+        return self.field_sum(F_EST)
+
+    def holders(self):
+        """One row per holder: name, pid, state and connections held."""
+        q, groups = self.q, self.plan.groups
+        return [{'worker': 's%d' % (s - groups), 'keeper': g, 'pid': q[s * SLOT_WORDS + F_PID],
+                 'state': STATE_NAMES[q[s * SLOT_WORDS + F_STATE]],
+                 'held': q[s * SLOT_WORDS + F_EST]} for g, s in self.holder_slots()]
+
+    def per_endpoint(self):
+        counts = {}
+        q, u, plan = self.q, self.shm.u, self.plan
+        for g, s in self.holder_slots():
+            if not q[s * SLOT_WORDS + F_EST]:
+                continue
+            ub = (s - plan.groups) * plan.group_size
+            e0 = g * plan.group_size
+            for i in range(min(plan.group_size, plan.endpoints - e0)):
+                v = u[ub + i]
+                if v:
+                    counts[e0 + i] = counts.get(e0 + i, 0) + v
+        return dict((plan.endpoint_name(e), v) for e, v in sorted(counts.items()))
+
+    def listening(self):
+        q = self.q
+        return sum(q[g * SLOT_WORDS + F_LISTEN] for g in range(self.plan.groups))
+
+    def errors(self):
+        q = self.q
+        out = {}
+        for e in range(1, ERR_SLOTS):
+            n = sum(q[s * SLOT_WORDS + ERR_BASE + e] for _g, s in self.holder_slots())
+            if n:
+                out[errno_name(e)] = n
+        return out
+
+    def on_lost_keeper(self, pid, group):
+        """A keeper died: its holders die with it (PDEATHSIG), so does what they held."""
+        q, plan = self.q, self.plan
+        base = plan.groups + group * plan.holders_per_group
+        held = sum(q[(base + i) * SLOT_WORDS + F_EST]
+                   for i in range(q[group * SLOT_WORDS + F_NHOLDERS]))
+        return {'worker': 'k%d' % group, 'keeper': group, 'held': held}
+
+    def collect_lost_holders(self):
+        q, groups = self.q, self.plan.groups
+        for g, s in self.holder_slots():
+            b = s * SLOT_WORDS
+            if q[b + F_STATE] == ST_LOST and s not in self.reported:
+                self.reported.add(s)
+                self.sup.record_lost(q[b + F_PID], q[b + F_LOST_STATUS],
+                                     {'worker': 's%d' % (s - groups), 'keeper': g,
+                                      'held': q[b + F_LOST_HELD]},
+                                     at=q[b + F_LOST_NS] / 1e9)
+
+    def listen_failure(self):
+        q, plan = self.q, self.plan
+        for g in range(plan.groups):
+            kb = g * SLOT_WORDS
+            if q[kb + F_STATE] == ST_FAILED:
+                err = q[kb + F_ERRNO]
+                return 'cannot listen on %s: %s' % (plan.endpoint_name(q[kb + F_ERR_INDEX]),
+                                                    os.strerror(err) if err else 'error')
+        return None
+
+    def check_ready(self, now):
+        plan, q = self.plan, self.q
+        if self.ready or self.listening() != plan.endpoints or not all(
+                q[g * SLOT_WORDS + F_STATE] == ST_ACTIVE for g in range(plan.groups)):
+            return
+        self.ready = True
+        self.t_ready = now
+        log('ready: %d endpoints listening (%.2f s)' % (plan.endpoints, now - self.t0))
+        if self.args.ready_file:
+            write_json_atomic(self.args.ready_file, {'listening': plan.endpoints,
+                                                     'pid': self.sup.pid})
+
+    def snapshot(self, final=False):
+        plan, sup = self.plan, self.sup
+        return {'role': 'server', 'version': VERSION, 'held_total': self.held_total(),
+                'held_peak': self.peak, 'held_per_endpoint': self.per_endpoint(),
+                'workers': len(list(self.holder_slots())), 'keepers': plan.groups,
+                'lanes': plan.lanes, 'endpoints': plan.endpoints, 'listening': self.listening(),
+                'ready': self.ready, 'holders': self.holders(),
+                'accepted_total': self.field_sum(F_TOTAL),
+                'closed_total': self.field_sum(F_DROPPED),
+                'echo_bytes': self.field_sum(F_ECHO_BYTES),
+                'cpu': {'workers_user_s': round(self.field_sum(F_CPU_USER_US) / 1e6, 3),
+                        'workers_sys_s': round(self.field_sum(F_CPU_SYS_US) / 1e6, 3)},
+                'errors': self.errors(), 'pids': self.pids(), 'lost_workers': sup.lost,
+                'limits': {'nofile_soft_before': plan.nofile_before, 'nofile': plan.nofile,
+                           'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
+                           'per_worker': plan.holder_cap},
+                'started_at': round(time.time() - (time.monotonic() - self.t0), 3),
+                'elapsed_s': round(time.monotonic() - self.t0, 3), 'final': final,
+                'timeline': sup.timeline, 'timeline_columns': TIMELINE_COLUMNS}
+
+    def tick(self, now, held):
+        sup = self.sup
+        pss = sup.pss_total(self.pids())
+        kbytes = sup.kernel_bytes()
+        t = round(now - self.t0, 3)
+        closed = self.field_sum(F_DROPPED)
+        sup.timeline.append([t, held, pss, kbytes, closed])
+        rate = (held - self.last[0]) / max(1e-9, now - self.last[1])
+        self.last = (held, now)
+        log('[%7.1fs] held %d rate %+.0f/s holders %d listening %d user %.1f MB kernel %.1f MB%s%s'
+            % (t, held, rate, len(list(self.holder_slots())), self.listening(), pss / 1e6,
+               kbytes / 1e6, ' closed by clients %d' % closed if closed else '',
+               ' lost workers %d' % len(sup.lost) if sup.lost else ''))
+        if self.args.status_file:
+            try:
+                write_json_atomic(self.args.status_file, self.snapshot())
+            except OSError as exc:
+                log('cannot write the status file: %s' % exc)
+        self.next_tick += self.args.progress_interval
+        if self.next_tick < now:
+            self.next_tick = now + self.args.progress_interval
+
+    def loop(self):
+        sup, args = self.sup, self.args
+        while True:
+            now = time.monotonic()
+            sup.reap(self.on_lost_keeper)
+            self.collect_lost_holders()
+            failure = self.listen_failure()
+            if failure:
+                log('error: %s' % failure)
+                self.stop_reason, self.code = 'listen_failed', EXIT_USAGE
+                return
+            if sup.signalled:
+                self.stop_reason = 'signal:%s' % sup.signalled
+                return
+            self.check_ready(now)
+            if self.ready and args.duration > 0 and now - self.t_ready >= args.duration:
+                self.stop_reason = 'duration'
+                return
+            held = self.held_total()
+            self.peak = max(self.peak, held)
+            if now >= self.next_tick:
+                self.tick(now, held)
+            sup.wait(min(0.2, max(0.0, self.next_tick - time.monotonic())))
+
+    def run(self):
+        plan, sup = self.plan, self.sup
+        sup.install_signals()
+        for g in range(plan.groups):
+            pid = fork_worker(server_keeper, sup.pid, plan, self.args, self.shm, g, sup.notify_w)
+            sup.children[pid] = g
+        try:
+            self.loop()
+        except BaseException:
+            sup.emergency_kill()
+            raise
+        return self.stop()
+
+    def stop(self):
+        sup = self.sup
+        final = self.snapshot(final=True)
+        pss = sup.pss_total(self.pids())
+        kbytes = sup.kernel_bytes()
+        held = final['held_total']
+        final.update(user_pss_bytes=pss, kernel_bytes=kbytes,
+                     user_bytes_per_conn=round(pss / float(held), 1) if held else None,
+                     kernel_bytes_per_conn=round(kbytes / float(held), 1) if held else None)
+        sup.timeline.append([round(time.monotonic() - self.t0, 3), held, pss, kbytes,
+                             final['closed_total']])
+        log('stopping (%s): closing %d connections' % (self.stop_reason, held))
+        t_stop = time.monotonic()
+        sup.stop_children(list(sup.children), grace=90.0)
+        sup.reap(self.on_lost_keeper)
+        self.collect_lost_holders()
+        if sup.lost and self.code == EXIT_OK:
+            self.code = EXIT_LOST
+        final.update(lost_workers=sup.lost, stopped_by=self.stop_reason, exit_code=self.code,
+                     close_seconds=round(time.monotonic() - t_stop, 3), pids=[])
+        if self.args.status_file:
+            try:
+                write_json_atomic(self.args.status_file, final)
+            except OSError:
+                pass
+        finish(final, self.args.summary_file)
+        if self.code == EXIT_LOST:
+            log('error: %d worker(s) lost: %s' % (len(sup.lost), '; '.join(
+                '%s pid %d %s holding %d' % (x['worker'], x['pid'], x['how'], x['held'])
+                for x in sup.lost)))
+        return self.code
+
+
 def server_main(args):
     try:
         plan = ServerPlan(args)
@@ -1651,178 +2063,7 @@ def server_main(args):
         log('note: net.core.somaxconn is %d, the listen backlog %d is capped to it'
             % (plan.somaxconn, plan.backlog))
     set_name('tcpscale-server')
-    sup = Supervisor(args, 'server')
-    nslots = plan.groups + plan.groups * plan.holders_per_group
-    shm = Shm(nslots, extra_u32=plan.groups * plan.holders_per_group * plan.group_size)
-    q = shm.q
-    sup.install_signals()
-    t0 = time.monotonic()
-    for g in range(plan.groups):
-        pid = fork_worker(server_keeper, sup.pid, plan, args, shm, g, sup.notify_w)
-        sup.children[pid] = g
-    ready = False
-    t_ready = None
-    stop_reason = None
-    code = EXIT_OK
-    next_tick = t0 + args.progress_interval
-    last_total = 0
-    last_t = t0
-    peak = 0
-    failure = None
-
-    def holder_slots():
-        for g in range(plan.groups):
-            n = q[g * SLOT_WORDS + F_NHOLDERS]
-            base = plan.groups + g * plan.holders_per_group
-            for i in range(n):
-                yield g, base + i
-
-    def pids():
-        out = [sup.pid] + list(sup.children)
-        for _g, s in holder_slots():
-            p = q[s * SLOT_WORDS + F_PID]
-            if p and q[s * SLOT_WORDS + F_STATE] != ST_EXITED:
-                out.append(p)
-        return out
-
-    def held_total():
-        return sum(q[s * SLOT_WORDS + F_EST] for _g, s in holder_slots())
-
-    def per_endpoint():
-        counts = {}
-        u = shm.u
-        for g, s in holder_slots():
-            ub = (s - plan.groups) * plan.group_size
-            e0 = g * plan.group_size
-            n = min(plan.group_size, plan.endpoints - e0)
-            if not q[s * SLOT_WORDS + F_EST]:
-                continue
-            for i in range(n):
-                v = u[ub + i]
-                if v:
-                    counts[e0 + i] = counts.get(e0 + i, 0) + v
-        return dict((plan.endpoint_name(e), v) for e, v in sorted(counts.items()))
-
-    def listening():
-        return sum(q[g * SLOT_WORDS + F_LISTEN] for g in range(plan.groups))
-
-    def snapshot(final=False):
-        holders = list(holder_slots())
-        return {'role': 'server', 'version': VERSION, 'held_total': held_total(),
-                'held_peak': peak, 'held_per_endpoint': per_endpoint(),
-                'workers': len(holders), 'keepers': plan.groups, 'lanes': plan.lanes,
-                'endpoints': plan.endpoints, 'listening': listening(), 'ready': ready,
-                'accepted_total': sum(q[s * SLOT_WORDS + F_TOTAL] for _g, s in holders),
-                'closed_total': sum(q[s * SLOT_WORDS + F_DROPPED] for _g, s in holders),
-                'echo_bytes': sum(q[s * SLOT_WORDS + F_ECHO_BYTES] for _g, s in holders),
-                'cpu': {'workers_user_s': round(sum(q[s * SLOT_WORDS + F_CPU_USER_US]
-                                                    for _g, s in holders) / 1e6, 3),
-                        'workers_sys_s': round(sum(q[s * SLOT_WORDS + F_CPU_SYS_US]
-                                                   for _g, s in holders) / 1e6, 3)},
-                'errors': dict((errno_name(e), n) for e, n in (
-                    (e, sum(q[s * SLOT_WORDS + ERR_BASE + e] for _g, s in holders))
-                    for e in range(1, ERR_SLOTS)) if n),
-                'pids': pids(), 'lost_workers': sup.lost,
-                'limits': {'nofile_soft_before': plan.nofile_before, 'nofile': plan.nofile,
-                           'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
-                           'per_worker': plan.holder_cap},
-                'elapsed_s': round(time.monotonic() - t0, 3), 'final': final,
-                'timeline': sup.timeline}
-
-    try:
-        while True:
-            now = time.monotonic()
-            sup.reap()
-            for g in range(plan.groups):
-                kb = g * SLOT_WORDS
-                if q[kb + F_STATE] == ST_FAILED and failure is None:
-                    e = q[kb + F_ERR_INDEX]
-                    err = q[kb + F_ERRNO]
-                    failure = 'cannot listen on %s: %s' % (
-                        plan.endpoint_name(e), os.strerror(err) if err else 'error')
-                if q[kb + F_LOST] and not any(x.get('keeper') == g and
-                                              x['pid'] == q[kb + F_LOST_PID] for x in sup.lost):
-                    sup.lost.append({'pid': q[kb + F_LOST_PID], 'keeper': g, 'slot': None,
-                                     'how': describe_status(q[kb + F_LOST_STATUS])})
-            if failure:
-                log('error: %s' % failure)
-                stop_reason = 'listen_failed'
-                code = EXIT_USAGE
-                break
-            if sup.lost:
-                stop_reason = 'lost_worker'
-                code = EXIT_LOST
-                break
-            if sup.signalled:
-                stop_reason = 'signal:%s' % sup.signalled
-                break
-            if not ready and listening() == plan.endpoints and all(
-                    q[g * SLOT_WORDS + F_STATE] == ST_ACTIVE for g in range(plan.groups)):
-                ready = True
-                t_ready = now
-                log('ready: %d endpoints listening (%.2f s)' % (plan.endpoints, now - t0))
-                if args.ready_file:
-                    write_json_atomic(args.ready_file, {'listening': plan.endpoints,
-                                                        'pid': sup.pid})
-            if ready and args.duration > 0 and now - t_ready >= args.duration:
-                stop_reason = 'duration'
-                break
-            held = held_total()
-            peak = max(peak, held)
-            if now >= next_tick:
-                ps = pids()
-                pss = sup.pss_total(ps)
-                kbytes = sup.kernel_bytes()
-                t = round(now - t0, 3)
-                sup.timeline.append([t, held, pss, kbytes])
-                rate = (held - last_total) / max(1e-9, now - last_t)
-                last_total, last_t = held, now
-                log('[%7.1fs] held %d rate %+.0f/s holders %d listening %d user %.1f MB kernel '
-                    '%.1f MB' % (t, held, rate, len(list(holder_slots())), listening(),
-                                 pss / 1e6, kbytes / 1e6))
-                if args.status_file:
-                    try:
-                        write_json_atomic(args.status_file, snapshot())
-                    except OSError as exc:
-                        log('cannot write the status file: %s' % exc)
-                next_tick += args.progress_interval
-                if next_tick < now:
-                    next_tick = now + args.progress_interval
-            sup.wait(min(0.2, max(0.0, next_tick - time.monotonic())))
-    except BaseException:
-        sup.emergency_kill()
-        raise
-    final = snapshot(final=True)
-    pss = sup.pss_total(pids())
-    kbytes = sup.kernel_bytes()
-    final['user_pss_bytes'] = pss
-    final['kernel_bytes'] = kbytes
-    final['user_bytes_per_conn'] = round(pss / float(final['held_total']), 1) \
-        if final['held_total'] else None
-    final['kernel_bytes_per_conn'] = round(kbytes / float(final['held_total']), 1) \
-        if final['held_total'] else None
-    sup.timeline.append([round(time.monotonic() - t0, 3), final['held_total'], pss, kbytes])
-    log('stopping (%s): closing %d connections' % (stop_reason, final['held_total']))
-    t_stop = time.monotonic()
-    sup.stop_children(list(sup.children), grace=90.0)
-    sup.reap()
-    if sup.lost and code == EXIT_OK:
-        code = EXIT_LOST
-    final['lost_workers'] = sup.lost
-    final['stopped_by'] = stop_reason
-    final['exit_code'] = code
-    final['close_seconds'] = round(time.monotonic() - t_stop, 3)
-    final['pids'] = []
-    if args.status_file:
-        try:
-            write_json_atomic(args.status_file, final)
-        except OSError:
-            pass
-    finish(final, args.summary_file)
-    if code == EXIT_LOST:
-        log('error: worker(s) lost: %s' % '; '.join(
-            'pid %d %s' % (x['pid'], x['how']) for x in sup.lost))
-    return code
+    return ServerRun(args, plan).run()
 
 
 # ---------------------------------------------------------------------------
@@ -1866,6 +2107,9 @@ def build_parser():
                    'exponential backoff')
     c.add_argument('--hold', type=float, default=0.0,
                    help='seconds to hold once the target is reached (0: until SIGTERM)')
+    c.add_argument('--hold-tolerance', type=float, default=0.0,
+                   help='fraction of the target that may be lost during the hold (ended by '
+                        'the peer, or with a lost worker) before the run fails (default 0)')
     c.add_argument('--heartbeat-interval', type=float, default=0.0,
                    help='seconds between heartbeats on each connection (0: none)')
     c.add_argument('--heartbeat-size', type=int, default=16, help='heartbeat payload bytes')

@@ -19,6 +19,7 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENGINE = os.path.join(REPO, 'files', 'tcpscale.py')
+CLOSER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'closer.py')
 COLLECTIONS = os.path.join(REPO, '.collections')
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
@@ -136,6 +137,7 @@ class NetPair(object):
         self.veth_c = 'tbd%sc' % uid
         self.workdir = workdir
         self.engines = []
+        self.others = []
         self.sources = []
         self.created = []
 
@@ -163,6 +165,13 @@ class NetPair(object):
         ns_sysctl(self.srv, 'net.ipv4.tcp_max_syn_backlog', 65535)
         return self
 
+    def spawn(self, ns, argv):
+        """Another program in a namespace, killed (process group) at teardown."""
+        proc = subprocess.Popen(['ip', 'netns', 'exec', ns] + argv, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.others.append(proc)
+        return proc
+
     def server(self, args, nofile=None):
         return Engine(self, self.srv, 'server', args, self.workdir, nofile)
 
@@ -172,6 +181,10 @@ class NetPair(object):
     def teardown(self):
         for e in self.engines:
             e.kill()
+        for proc in self.others:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
         for ns in self.created:
             run(['ip', 'netns', 'del', ns], check=False)
 

@@ -9,10 +9,12 @@ sock_diag counter in each namespace.
 
 import os
 import signal
+import sys
+import time
 
 from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
 
-from enginelib import SERVER_ADDR, pids_alive, wait_gone
+from enginelib import CLOSER, SERVER_ADDR, pids_alive, wait_gone
 
 
 def established(ns, **filters):
@@ -51,7 +53,9 @@ def test_fan_out_over_the_fd_limit(netpair):
     # host-wide slab delta: other work on a shared machine can make it 0 (clamped), not absent
     assert isinstance(summary['kernel_bytes_per_conn'], float)
     assert summary['kernel_bytes_per_conn'] >= 0
-    assert summary['timeline'] and all(len(row) == 4 for row in summary['timeline'])
+    assert summary['timeline'] and all(len(row) == 5 for row in summary['timeline'])
+    assert summary['timeline_columns'] == ['t_seconds', 'established', 'user_pss_bytes',
+                                           'kernel_bytes', 'dropped']
     code, ssum = srv.finish(sig=signal.SIGTERM)
     assert code == 0, srv.stderr()
     # the server needed successors: each holder takes at most per_worker connections
@@ -177,10 +181,11 @@ def test_external_target_refused_without_allow_external(netpair):
 
 
 def test_worker_killed_mid_run_is_reported(netpair):
+    """A client worker lost while connecting: the others finish, no new worker starts, exit 3."""
     pair = netpair.up(sources=2)
     srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
     srv.wait_ready()
-    cli = pair.client(client_args(pair, 20000, '10000-10001', ['--rate', '2000']))
+    cli = pair.client(client_args(pair, 20000, '10000-10001', ['--rate', '4000']), nofile=3000)
     st = cli.wait_status(lambda s: s.get('established', 0) > 1000 and len(s['pids']) > 2)
     workers = [p for p in st['pids'] if p != cli.pid]
     victim = workers[0]
@@ -188,18 +193,139 @@ def test_worker_killed_mid_run_is_reported(netpair):
     code, summary = cli.finish(timeout=120)
     assert code == 3, cli.stderr()
     assert summary['exit_code'] == 3 and summary['stopped_by'] == 'lost_worker'
-    assert [w['pid'] for w in summary['lost_workers']] == [victim]
-    assert 'SIGKILL' in summary['lost_workers'][0]['how']
+    assert summary['reached'] is False
+    lost = summary['lost_workers']
+    assert [w['pid'] for w in lost] == [victim]
+    assert 'SIGKILL' in lost[0]['how'] and lost[0]['worker'].startswith('c')
+    assert lost[0]['held'] > 0 and lost[0]['at'] > 0 and lost[0]['t'] > 0
+    # what the others hold is what is left: the lost worker's share is not counted
+    assert summary['established_final'] <= 20000 - lost[0]['held']
     assert 'lost' in cli.stderr()
     assert wait_gone(workers) == []          # no orphans
-    # the server half: a holder killed -> exit 3 and reported
-    sst = srv.status()
-    holder = [p for p in sst['pids'] if p != srv.pid][-1]
-    os.kill(holder, signal.SIGKILL)
-    code, ssum = srv.finish(timeout=120)
-    assert code == 3, srv.stderr()
-    assert holder in [w['pid'] for w in ssum['lost_workers']]
-    assert wait_gone(sst['pids']) == []
+
+
+def holders_by_count(srv):
+    st = srv.status()
+    return sorted((h for h in st.get('holders', []) if h['held'] > 0), key=lambda h: -h['held'])
+
+
+def test_holder_killed_during_the_hold_the_others_keep_holding(netpair):
+    """A server holder killed mid-hold: the half keeps running, names it, counts what it held."""
+    pair = netpair.up(sources=2)
+    # 4,000 descriptors per process: 12,000 connections need several holders
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--workers', '1'],
+                      nofile=4000)
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 12000, '10000-10001', ['--hold', '8']))
+    cli.wait_status(lambda s: s.get('reached'))
+    srv.wait_status(lambda s: s.get('held_total') == 12000, timeout=30)
+    victim = holders_by_count(srv)[0]
+    assert victim['held'] < 12000
+    os.kill(victim['pid'], signal.SIGKILL)
+    sst = srv.wait_status(lambda s: s.get('lost_workers'), timeout=30)
+    lost = sst['lost_workers'][0]
+    assert lost['pid'] == victim['pid'] and lost['worker'] == victim['worker']
+    assert lost['held'] == victim['held'] and 'SIGKILL' in lost['how'] and lost['at'] > 0
+    # the rest still hold, in the kernel's count too
+    srv.wait_status(lambda s: s.get('held_total') == 12000 - victim['held'], timeout=30)
+    assert established(pair.srv, local_ports=[(10000, 10001)]) == 12000 - victim['held']
+    code, summary = cli.finish(timeout=120)
+    assert code == 1, cli.stderr()
+    assert summary['reached'] is True and summary['hold']['held_ok'] is False
+    assert summary['hold']['lost'] == victim['held']
+    assert summary['drops']['peer_closed'] + summary['drops']['peer_reset'] == victim['held']
+    assert summary['errors'].get('peer_closed', 0) + summary['errors'].get('peer_reset', 0) \
+        == victim['held']
+    assert summary['established_at_target'] == 12000
+    assert summary['established_final'] == 12000 - victim['held']
+    err = cli.stderr()
+    assert 'ended by the peer since the target was reached' in err
+    assert 'lost during the hold' in err and 'dropped %d' % victim['held'] in err
+    assert summary['timeline_columns'][-1] == 'dropped'
+    assert summary['timeline'][-1][4] == victim['held']
+    code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert code == 3 and ssum['lost_workers'][0]['pid'] == victim['pid']
+
+
+def test_client_worker_killed_during_the_hold(netpair):
+    """A client worker lost mid-hold: the others keep holding until the end, exit 3."""
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv.wait_ready()
+    cli = pair.client(client_args(pair, 9000, '10000-10001', ['--hold', '6']), nofile=4000)
+    st = cli.wait_status(lambda s: s.get('reached'))
+    victim = [p for p in st['pids'] if p != cli.pid][0]
+    os.kill(victim, signal.SIGKILL)
+    st = cli.wait_status(lambda s: s.get('lost_workers'), timeout=30)
+    held = st['lost_workers'][0]['held']
+    assert 0 < held < 9000
+    cli.wait_status(lambda s: s.get('established') == 9000 - held, timeout=30)
+    code, summary = cli.finish(timeout=120)
+    assert code == 3, cli.stderr()
+    assert summary['stopped_by'] == 'hold' and summary['reached'] is True
+    assert summary['established_final'] == 9000 - held
+    assert summary['hold']['held_ok'] is False and summary['hold']['lost'] == held
+    assert summary['lost_workers'][0]['pid'] == victim
+
+
+def closer(pair, ports, close_after, reset=False):
+    """The tests' own small server in the server namespace (tests/engine/closer.py)."""
+    ready = os.path.join(pair.workdir, 'closer-%s.ready' % ports)
+    argv = ['--listen', SERVER_ADDR, '--ports', ports, '--close-after', str(close_after),
+            '--ready-file', ready] + (['--reset'] if reset else [])
+    proc = pair.spawn(pair.srv, [sys.executable, CLOSER] + argv)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        assert proc.poll() is None and time.monotonic() < deadline, 'closer did not start'
+        time.sleep(0.05)
+    return proc
+
+
+def test_peer_closing_idle_connections_during_the_hold_fails_the_run(netpair):
+    pair = netpair.up(sources=1)
+    closer(pair, '10000-10001', close_after=3)
+    cli = pair.client(client_args(pair, 4000, '10000-10001', ['--hold', '6']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 1, cli.stderr()
+    assert summary['reached'] is True
+    assert summary['drops'] == {'peer_closed': 4000, 'peer_reset': 0}
+    assert summary['errors'] == {'peer_closed': 4000}
+    assert summary['hold']['held_ok'] is False and summary['hold']['dropped_by_peer'] == 4000
+    assert summary['established_final'] == 0
+    err = cli.stderr()
+    assert 'dropped 4000' in err and 'peer_closed=4000' in err
+    assert 'error: 4000 of 4000 connections lost during the hold' in err
+
+
+def test_a_tolerance_accepts_a_loss_within_it(netpair):
+    """Half the connections reset by the peer: --hold-tolerance 0.5 passes, 0.4 does not."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv.wait_ready()
+    closer(pair, '10001', close_after=2, reset=True)
+    for tolerance, want in (('0.5', 0), ('0.4', 1)):
+        cli = pair.client(client_args(pair, 1000, '10000-10001', ['--hold', '4',
+                                                                  '--hold-tolerance', tolerance]))
+        code, summary = cli.finish(timeout=120)
+        assert code == want, cli.stderr()
+        assert summary['drops'] == {'peer_closed': 0, 'peer_reset': 500}
+        assert summary['hold']['lost'] == 500
+        assert summary['hold']['allowed_loss'] == int(1000 * float(tolerance))
+        assert summary['hold']['held_ok'] is (want == 0)
+    bad = pair.client(client_args(pair, 10, '10000', ['--hold-tolerance', '1']))
+    code, _s = bad.finish(timeout=60)
+    assert code == 2 and '--hold-tolerance' in bad.stderr()
+
+
+def test_peer_closing_before_the_target_names_the_drops(netpair):
+    pair = netpair.up(sources=1)
+    closer(pair, '10000', close_after=0.2)
+    cli = pair.client(client_args(pair, 3000, '10000', ['--rate', '1000']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 1 and summary['reached'] is False
+    assert summary['dropped'] > 0 and summary['errors']['peer_closed'] == summary['dropped']
+    assert 'not reached' in cli.stderr() and 'ended by the peer %d' % summary['dropped'] \
+        in cli.stderr()
 
 
 def test_sigterm_mid_run_writes_the_summary(netpair):

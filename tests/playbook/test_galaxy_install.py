@@ -284,6 +284,7 @@ def one_box(installed, heavy_lock):
         "server_install_dir": str(opt), "server_run_dir": str(rund),
         "client_install_dir": str(opt), "client_run_dir": str(rund),
         "restore_install_dir": str(opt), "restore_run_dir": str(rund),
+        "report_install_dir": str(opt), "report_run_dir": str(rund),
         "restore_state_dir": str(state), "restore_journal": str(state / "journal.json"),
     }
     (work / "vars.yml").write_text(yaml.safe_dump(variables))

@@ -16,12 +16,15 @@ are shared by every checkout on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,6 +36,9 @@ import snapshot  # noqa: E402  pylint: disable=wrong-import-position
 
 TARGET = 150000
 LOCK = '/tmp/scalelab-heavy.lock'
+CLIENT_STATUS = '/run/scalelab_testbed/client.status.json'
+SERVER_STATUS = '/run/scalelab_testbed/server.status.json'
+CLOSER = os.path.join(REPO, 'tests', 'engine', 'closer.py')
 OURS = ('tb-server', 'tb-client')
 # other helpers' tests write files with these prefixes on the shared machine
 FOREIGN = re.compile(r'/tb[a-d]-')
@@ -83,9 +89,11 @@ def pristine(tmp_path_factory):
             pytest.skip('a testbed is already set up on this host (run teardown.yml first)')
         reports = str(tmp_path_factory.mktemp('reports'))
         before = snapshot.snapshot()
+        state = {'before': before, 'reports': reports}
         try:
-            yield {'before': before, 'reports': reports}
+            yield state
         finally:
+            stop_closer(state)
             if ours_present() or os.path.exists('/var/lib/scalelab_testbed'):
                 playbook(['teardown.yml'], reports)
 
@@ -97,6 +105,8 @@ def pristine(tmp_path_factory):
     ('client_hold=forever', 'client_hold'),
     ('server_manager=init', 'server_manager'),
     ('restore_remove_files=perhaps', 'restore_remove_files'),
+    ('client_workers=abc', 'client_workers'),
+    ('client_hold_tolerance=1.5', 'client_hold_tolerance'),
 ])
 def test_bad_variables_fail_in_validation_before_any_change(pristine, extra, name):
     rc, out = playbook(['site.yml', '-e', extra], pristine['reports'])
@@ -147,7 +157,10 @@ def test_site_reaches_and_verifies_the_target(pristine):
     assert report['target'] == TARGET
     assert report['verified'] >= TARGET
     assert report['verified_server_side'] >= TARGET and report['verified_client_side'] >= TARGET
-    assert report['verified_ok'] and report['reached']
+    assert report['verified_ok'] and report['reached'] and report['reasons'] == []
+    assert report['verified_end_server_side'] >= TARGET
+    assert report['verified_end_client_side'] >= TARGET
+    assert report['lost_workers'] == [] and report['dropped'] == 0
     assert report['timeline'] and report['timeline'][-1][1] >= TARGET
     with open(os.path.join(latest, 'report.html')) as f:
         html = f.read()
@@ -157,6 +170,7 @@ def test_site_reaches_and_verifies_the_target(pristine):
     # the progress of the run was shown
     assert re.search(r'localhost: [\d,]+ / 150,000 established', out)
     assert '%s connections reached and verified' % '{:,}'.format(TARGET) in out
+    assert re.search(r'localhost: holding 150,000 / 150,000 established', out)
 
 
 def test_second_provisioning_changes_nothing(pristine):
@@ -173,6 +187,103 @@ def test_check_mode_on_a_provisioned_host_predicts_no_change(pristine):
     assert recap(out)['localhost']['changed'] == 0, re.findall(r'changed: .*', out)
 
 
+@contextlib.contextmanager
+def run_in_background(args, reports):
+    """A play that runs while the test acts on the host; killed if the test fails."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(CLIENT_STATUS)        # a stale one from the previous run says "reached"
+    cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')] + args + [
+        '-e', 'report_base_dir=%s' % reports,
+        '-e', 'client_fetch_dir=%s' % os.path.join(reports, '.fetched')]
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
+               ANSIBLE_STDOUT_CALLBACK='default', PYTHONUNBUFFERED='1')
+    play = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield play
+    finally:
+        if play.poll() is None:
+            os.killpg(play.pid, signal.SIGTERM)
+            play.communicate(timeout=300)
+
+
+def wait_for_the_hold(play, timeout=300):
+    """Until the client half says it reached its target, and a little more (the count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert play.poll() is None, play.stdout.read().decode()[-3000:]
+        try:
+            with open(CLIENT_STATUS) as f:
+                if json.load(f).get('reached'):
+                    time.sleep(4)
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError('the client half did not reach its target')
+
+
+def pids_named(comm):
+    out = subprocess.run(['pgrep', '-x', comm], stdout=subprocess.PIPE,
+                         check=False).stdout.decode().split()
+    return [int(p) for p in out]
+
+
+def report_of_run(reports):
+    with open(os.path.join(reports, 'latest', 'report.json')) as f:
+        return json.load(f)
+
+
+def busiest_holder():
+    """(pid, worker name, connections) of the server holder that holds the most."""
+    with open(SERVER_STATUS) as f:
+        holders = json.load(f)['holders']
+    best = max(holders, key=lambda h: h['held'])
+    return best['pid'], best['worker'], best['held']
+
+
+def test_a_holder_killed_during_the_hold_fails_the_run_and_is_named(pristine):
+    with run_in_background(['site.yml', '--tags', 'load', '-e', 'testbed_connections=30000',
+                            '-e', 'client_hold=30'], pristine['reports']) as play:
+        wait_for_the_hold(play)
+        holder, worker, held = busiest_holder()
+        assert held > 0 and worker.startswith('s')
+        os.kill(holder, signal.SIGKILL)
+        out = play.communicate(timeout=600)[0].decode()
+    assert play.returncode != 0, out[-3000:]
+    report = report_of_run(pristine['reports'])
+    assert not report['verified_ok']
+    assert report['verified_server_side'] == 30000 and report['verified_client_side'] == 30000
+    lost = report['lost_workers']
+    assert len(lost) == 1 and lost[0]['pid'] == holder and lost[0]['half'] == 'server'
+    assert lost[0]['worker'] == worker and lost[0]['held'] == held and lost[0]['at_iso']
+    assert report['verified_end'] == 30000 - held
+    assert report['dropped_during_hold'] == held
+    assert any('lost worker %s (pid %d, killed by SIGKILL)' % (worker, holder) in r
+               for r in report['reasons'])
+    assert 'The run did not pass (target 30,000)' in out
+    # the server half kept the others, and replaced the lost holder
+    with open(SERVER_STATUS) as f:
+        status = json.load(f)
+    assert status['final'] is False and status['listening'] == status['endpoints']
+
+
+def test_the_client_supervisor_killed_fails_the_run_with_a_report(pristine):
+    with run_in_background(['site.yml', '--tags', 'load', '-e', 'testbed_connections=20000',
+                            '-e', 'client_hold=30'], pristine['reports']) as play:
+        wait_for_the_hold(play)
+        os.kill(pids_named('tcpscale-client')[0], signal.SIGKILL)
+        out = play.communicate(timeout=600)[0].decode()
+    assert play.returncode != 0, out[-3000:]
+    report = report_of_run(pristine['reports'])
+    client = report['clients']['localhost']
+    assert client['exit'] == 'was killed by SIGKILL' and client['summary_missing']
+    assert 'client localhost wrote no summary: its half was killed by SIGKILL' in report['reasons']
+    assert report['verified_client_side'] == 20000 and report['verified_end'] == 0
+    with open(os.path.join(pristine['reports'], 'latest', 'report.html')) as f:
+        assert 'Why the run failed' in f.read()
+
+
 def test_a_failed_run_still_writes_its_report_and_fails(pristine):
     # the server half goes away: every connect is refused
     stop = subprocess.run([sys.executable, '/opt/scalelab_testbed/tbctl.py', 'stop', '--name',
@@ -186,13 +297,58 @@ def test_a_failed_run_still_writes_its_report_and_fails(pristine):
                         '-e', 'client_retries=0', '-e', 'client_connect_timeout=2'],
                        pristine['reports'])
     assert rc != 0
-    assert 'did not reach its target' in out
-    assert 'The run did not reach and verify 3,000 connections' in out
+    assert 'The run did not pass (target 3,000)' in out
+    assert 'client localhost reached 0 of 3,000 at most' in out
     with open(os.path.join(pristine['reports'], 'latest', 'report.json')) as f:
         report = json.load(f)
     assert report['target'] == 3000 and not report['verified_ok'] and not report['reached']
     assert report['clients']['localhost']['rc'] == 1
     assert 'ECONNREFUSED' in report['errors']
+
+
+def test_a_server_closing_idle_connections_fails_the_run_and_counts_the_drops(pristine):
+    # the server half is stopped (test above); a server that is not the engine takes its
+    # endpoints and closes every connection 5 s after accepting it (an idle timeout)
+    closer = subprocess.Popen(['ip', 'netns', 'exec', 'tb-server', sys.executable, CLOSER,
+                               '--listen', '10.240.0.1', '--ports', '5001-5016',
+                               '--close-after', '5'], start_new_session=True)
+    pristine['closer'] = closer
+    time.sleep(1)
+    rc, out = playbook(['site.yml', '--tags', 'load', '-e', 'testbed_connections=3000',
+                        '-e', 'client_hold=10'], pristine['reports'])
+    assert rc != 0
+    report = report_of_run(pristine['reports'])
+    assert report['verified_client_side'] == 3000 and report['verified_end'] == 0
+    assert report['dropped'] == 3000 and report['errors'] == {'peer_closed': 3000}
+    assert report['clients']['localhost']['dropped_during_hold'] == 3000
+    assert any('ended by the peer during the hold: 3,000' in r for r in report['reasons'])
+    assert re.search(r'holding [\d,]+ / 3,000 established,.*?ended\s+by\s+the\s+peer', out, re.S)
+    assert 'the server half on localhost was not running at the end of the hold' \
+        in report['reasons']
+    assert report['plot']['drops']
+
+
+def test_a_server_that_never_gets_ready_still_gets_a_report(pristine):
+    # the closer still holds every server endpoint: the server half cannot listen
+    assert pristine.get('closer') is not None, 'runs after the closer test'
+    rc, out = playbook(['site.yml', '--skip-tags', 'load', '-e', 'server_ready_timeout=8',
+                        '-e', 'testbed_connections=3000'], pristine['reports'])
+    stop_closer(pristine)
+    assert rc != 0
+    report = report_of_run(pristine['reports'])
+    assert not report['verified_ok']
+    failure = report['failures'][0]
+    assert failure['host'] == 'localhost' and failure['at']
+    assert 'did not get ready' in failure['message']
+    assert 'Address already in use' in failure['message']
+    assert 'did not get ready' in out and 'report.html' in out
+
+
+def stop_closer(state):
+    closer = state.pop('closer', None)
+    if closer is not None and closer.poll() is None:
+        os.killpg(closer.pid, signal.SIGKILL)
+        closer.wait(30)
 
 
 def test_teardown_puts_the_host_back(pristine):

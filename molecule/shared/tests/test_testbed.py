@@ -156,8 +156,18 @@ def test_verified_count_on_both_containers_reaches_the_target(report, target):
     client_side = report['clients']['client']['verified_client']
     assert server_side >= target, 'server container: %s established, target %d' % (server_side, target)
     assert client_side >= target, 'client container: %s established, target %d' % (client_side, target)
-    assert report['verified_ok'] is True
+    assert report['verified_ok'] is True, report['reasons']
     assert min(report['verified_server_side'], report['verified_client_side']) >= target
+
+
+def test_the_count_held_to_the_end_of_the_hold(report, target):
+    # Counted again when the hold was over: nothing lost in between, no lost
+    # worker, both halves ended cleanly.
+    assert report['servers']['server']['verified_server_end'] >= target
+    assert report['clients']['client']['verified_client_end'] >= target
+    assert report['lost_workers'] == [] and report['dropped'] == 0
+    assert report['clients']['client']['held_ok'] is True
+    assert report['servers']['server']['running_at_end'] is True
 
 
 def test_engine_agrees_with_the_kernel_count(report, target):

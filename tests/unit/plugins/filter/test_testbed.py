@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The arithmetic of the roles: plan, tuning values, report aggregation."""
+"""The arithmetic of the roles: plan and tuning values (the report: test_report.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ansible_collections.scalelab.testbed.plugins.filter.testbed import FilterMo
 # imported under other names so that pytest does not collect them as tests
 plan_of = tb.testbed_plan
 tuning_of = tb.testbed_tuning
-report_of = tb.testbed_report
 
 CURRENT = '\n'.join(
     [
@@ -313,97 +312,3 @@ def test_tuning_refuses_unknown_choices(kwargs):
     plan = plan_of(1000, ['h'], ['h'])
     with pytest.raises(AnsibleFilterError):
         tuning_of(plan, 'h', current=CURRENT, **kwargs)
-
-
-def _summary(target, reached=True, peak=None, timeline=None, errors=None):
-    return {
-        'role': 'client',
-        'target': target,
-        'reached': reached,
-        'established_peak': target if peak is None else peak,
-        'established_final': target if peak is None else peak,
-        'seconds_to_target': 10.0 if reached else None,
-        'connections_per_s': 1000.0,
-        'errors': errors or {},
-        'kernel_bytes_per_conn': 8000.0,
-        'user_bytes_per_conn': 200.0,
-        'workers': 2,
-        'timeline': timeline or [[0, 0, 0, 0], [5, target // 2, 10, 100], [10, target, 20, 200]],
-    }
-
-
-def test_report_totals_and_verification():
-    clients = {'c1': {'rc': 0, 'summary': _summary(600)}, 'c2': {'rc': 0, 'summary': _summary(400)}}
-    verified = {'c1': {'client': 600}, 'c2': {'client': 400}, 's1': {'server': 1000}}
-    r = report_of(
-        clients,
-        servers={'s1': {'held_total': 1000, 'listening': 16}},
-        verified=verified,
-        target=1000,
-    )
-    assert r['verified'] == 1000 and r['verified_ok'] and r['reached']
-    assert r['verified_server_side'] == 1000 and r['verified_client_side'] == 1000
-    assert r['established_peak'] == 1000
-    assert r['timeline'][-1] == [10, 1000, 40, 400]
-    assert r['servers']['s1']['verified_server'] == 1000
-    assert r['plot']['cmax'] == 1000 and r['plot']['connections'].count(',') == len(r['timeline'])
-
-
-def test_report_takes_the_smaller_side_and_flags_a_short_run():
-    clients = {
-        'c1': {
-            'rc': 1,
-            'summary': _summary(1000, reached=False, peak=700, errors={'ETIMEDOUT': 300}),
-        }
-    }
-    r = report_of(clients, verified={'h': {'client': 700, 'server': 690}}, target=1000)
-    assert r['verified'] == 690
-    assert not r['verified_ok'] and not r['reached']
-    assert r['errors'] == {'ETIMEDOUT': 300}
-    assert r['clients']['c1']['rc'] == 1
-
-
-def test_report_survives_a_missing_summary():
-    r = report_of({'c1': {'rc': None, 'summary': {}}}, verified={}, target=10)
-    assert r['verified'] == 0 and not r['verified_ok']
-    assert r['clients']['c1']['summary_missing']
-    assert r['plot'] is None and r['timeline'] == []
-
-
-def test_report_merges_timelines_at_every_sample_time():
-    a = _summary(100, timeline=[[0, 0, 0, 0], [2, 100, 1, 1]])
-    b = _summary(100, timeline=[[1, 50, 1, 1], [3, 100, 1, 1]])
-    r = report_of({'a': {'rc': 0, 'summary': a}, 'b': {'rc': 0, 'summary': b}}, target=200)
-    assert [row[:2] for row in r['timeline']] == [[0, 0], [1, 50], [2, 150], [3, 200]]
-
-
-def test_plot_stays_inside_its_frame():
-    timeline = [[t, t * 1000, 10 * t, 100 * t] for t in range(0, 40)]
-    r = report_of({'c': {'rc': 0, 'summary': _summary(39000, timeline=timeline)}}, target=39000)
-    p = r['plot']
-    for series in (p['connections'], p['memory']):
-        for point in series.split():
-            x, y = (float(v) for v in point.split(','))
-            assert p['x0'] <= x <= p['x1'] and p['y0'] <= y <= p['y1']
-    assert p['yticks'][-1]['label'] == '39,000'
-
-
-def test_report_html_template_renders_a_valid_svg():
-    import os
-    import re
-    import xml.dom.minidom
-
-    import jinja2
-
-    roles = os.path.join(os.path.dirname(os.path.abspath(tb.__file__)), '..', '..', 'roles')
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.path.join(roles, 'report', 'templates')),
-        autoescape=False)
-    clients = {'c<1>': {'rc': 0, 'summary': _summary(1000, errors={'ECONNRESET': 2})}}
-    data = report_of(clients, servers={'s': {'held_total': 1000, 'listening': 16}},
-                     verified={'c<1>': {'client': 1000}, 's': {'server': 1000}}, target=1000)
-    html = env.get_template('report.html.j2').render(report_data=data, report_title='t & t')
-    svg = re.search(r'<svg.*?</svg>', html, re.S).group(0)
-    xml.dom.minidom.parseString(svg)
-    assert 'c&lt;1&gt;' in html and 't &amp; t' in html
-    assert 'ECONNRESET 2' in html and '1,000 established connections verified' in html
