@@ -13,13 +13,14 @@ method that silently did less is caught. Measured in the same run:
   with /32 aliases (the default) and again with prefix_length 16 (one primary,
   the rest secondaries: the kernel's work per address is about halved),
 * ip_aliases run as a bare module process (no Ansible controller): import,
-  one dump, pipelined requests,
+  one dump, pipelined requests (netlink.py), the journal entry,
 * pyroute2 IPRoute.addr('add') per address (one acknowledgement at a time),
 * `ip addr add` run once per address (subprocess loop),
 * `ip -batch` with N lines (the C floor),
 * an Ansible task looping ansible.builtin.command (`ip addr add`) over 200
   addresses, for the per-address cost of the usual way.
 
+The module's journal goes to a scratch directory (never the host's own).
 Times, per-address costs and ratios are printed; the last line is one JSON
 object. Run it as root, holding the heavy lock:
 
@@ -108,7 +109,7 @@ def playbook(text, name):
 
 
 def bench_ip_aliases_task(n, prefix_length=32):
-    with Namespace() as ns:
+    with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
         tasks, wall = playbook('''
 - hosts: localhost
   gather_facts: false
@@ -120,16 +121,18 @@ def bench_ip_aliases_task(n, prefix_length=32):
         cidr: %s
         count: %d
         prefix_length: %d
-''' % (DEV, ns.name, CIDR, n, prefix_length), 'ip_aliases')
+        journal: %s/state/journal.json
+''' % (DEV, ns.name, CIDR, n, prefix_length, scratch), 'ip_aliases')
         assert ns.count() == n, 'ip_aliases task added %d, not %d' % (ns.count(), n)
         return tasks['aliases'], wall
 
 
 def bench_ip_aliases_module(n):
-    with Namespace() as ns:
+    with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
         with tempfile.NamedTemporaryFile('w', suffix='.json', prefix='tbb-bench-') as f:
-            json.dump({'ANSIBLE_MODULE_ARGS': {'interface': DEV, 'netns': ns.name,
-                                               'cidr': CIDR, 'count': n}}, f)
+            json.dump({'ANSIBLE_MODULE_ARGS': {
+                'interface': DEV, 'netns': ns.name, 'cidr': CIDR, 'count': n,
+                'journal': os.path.join(scratch, 'state', 'journal.json')}}, f)
             f.flush()
             env = dict(os.environ, PYTHONPATH=os.path.join(REPO, '.collections'))
             start = time.perf_counter()

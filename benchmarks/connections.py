@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmark of the load engine (files/tcpscale.py) at N connections.
+"""Benchmark of the load engine (the package files/tcpscale) at N connections.
 
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
@@ -20,7 +20,9 @@ Phases: the engine; with --heartbeat-interval the engine again with
 heartbeats and server echo (the cost is the loss of connect rate); with
 --baseline a naive baseline in the same run: one listener process per port,
 one client process per port, blocking connect()/accept(), one socket object
-per connection (as the throw-away scripts of ENVIRONMENT.md), at the same N.
+per connection (what a throw-away script written for the job looks like; the
+development machine's first million was measured with such scripts), at the
+same N.
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
@@ -41,7 +43,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-ENGINE = os.path.join(REPO, 'files', 'tcpscale.py')
+ENGINE = os.path.join(REPO, 'files', 'tcpscale')      # run as: python3 ENGINE server|client ...
 sys.path.insert(0, os.path.join(REPO, '.collections'))
 
 try:

@@ -189,25 +189,20 @@ def main():
         est = lean_est[2]['established']
         total_all = sum(lean_all[2].values())
 
-        # the kernel's floor: the same combined dump, received but not parsed
+        # the kernel's floor: the same combined dump on the same socket, received
+        # but not parsed (a walker that only looks for NLMSG_DONE at the end)
+        from ansible_collections.scalelab.testbed.plugins.module_utils import netlink
         from ansible_collections.scalelab.testbed.plugins.module_utils.netns import enter_netns
 
         def kernel_floor():
-            with enter_netns(NETNS):
-                so = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sockdiag.NETLINK_SOCK_DIAG)
-            try:
-                so.bind((0, 0))
-                buf = bytearray(sockdiag.RECV_BUFFER)
-                so.sendto(sockdiag.build_request('any', 1 << 1, b'', 77), (0, 0))
-                total = 0
-                while True:
-                    got = so.recv_into(buf)
-                    total += got
-                    # NLMSG_DONE (20 bytes) always ends the last datagram
-                    if got >= 20 and sockdiag.NLMSGHDR.unpack_from(buf, got - 20)[:2] == (20, 3):
-                        return total
-            finally:
-                so.close()
+            def walk(buf, n, state, seq):
+                state.count += n            # bytes, here
+                # NLMSG_DONE (20 bytes) always ends the last datagram
+                if n >= 20 and netlink.NLMSGHDR.unpack_from(buf, n - 20)[:2] == (20, 3):
+                    state.done = True
+            with netlink.NetlinkSocket(netlink.NETLINK_SOCK_DIAG, NETNS) as so:
+                mtype, payload = sockdiag.request_payload('any', 1 << 1, b'')
+                return so.dump(mtype, payload, walk).count
         floor = timed(kernel_floor, rep)
 
         ss_all = timed(lambda: pipe_count(netns_exec('ss', '-tan')), rep)

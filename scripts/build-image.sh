@@ -7,6 +7,8 @@
 #   bash scripts/build-image.sh            reuse the image if it is current
 #   bash scripts/build-image.sh --rebuild  build it again regardless
 #   bash scripts/build-image.sh --image localhost/NAME:TAG --suite bookworm
+#   bash scripts/build-image.sh --systemd  the fleet's image: systemd as PID 1,
+#       sshd (root by key only), dbus and nftables; localhost/scalelab-testbed-systemd
 #
 # "Current" means: the image exists and carries the label
 # org.scalelab.testbed.recipe equal to the hash of this recipe (this script,
@@ -21,9 +23,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-image=localhost/scalelab-testbed:bookworm
+image=
 suite=bookworm
 rebuild=0
+systemd=0
 packages=python3,iproute2,procps
 mirror=${DEBOOTSTRAP_MIRROR:-http://deb.debian.org/debian}
 
@@ -31,6 +34,7 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --rebuild) rebuild=1 ;;
+        --systemd) systemd=1 ;;
         --image) image=${2:?--image needs a value}; shift ;;
         --suite) suite=${2:?--suite needs a value}; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -38,6 +42,12 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ "$systemd" -eq 1 ]; then
+    # systemd as PID 1 and sshd: the fleet scenario reaches its hosts over SSH
+    packages=$packages,systemd,systemd-sysv,dbus,openssh-server,nftables
+    image=${image:-localhost/scalelab-testbed-systemd:bookworm}
+fi
+image=${image:-localhost/scalelab-testbed:bookworm}
 case "$image" in
     *[!A-Za-z0-9._/:-]*|'') echo "build-image: --image $image: use letters, digits and . _ / : -" >&2; exit 2 ;;
 esac
@@ -109,12 +119,42 @@ echo "build-image: pyroute2 $version imports in the image"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/*
 
-# PID 1 traps TERM so `podman stop`/`rm -f` ends it at once instead of
-# waiting 10 s to send KILL.
-cmd='["/bin/sh", "-c", "trap \"exit 0\" TERM INT; while :; do sleep 3600 & wait $!; done"]'
+if [ "$systemd" -eq 1 ]; then
+    # sshd: root by key only (the key is put in at create time), no DNS
+    # lookups (the scenario network has no resolver), each container's own
+    # host keys (made at its first boot, not baked into the image).
+    cat >"$rootfs/etc/ssh/sshd_config.d/scalelab-testbed.conf" <<'SSHD'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UseDNS no
+SSHD
+    rm -f "$rootfs"/etc/ssh/ssh_host_*
+    mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+    cat >"$rootfs/etc/systemd/system/ssh.service.d/scalelab-testbed.conf" <<'UNIT'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
+    chroot "$rootfs" systemctl enable ssh.service >/dev/null 2>&1
+    # nothing to do in a container: no getty, no remount of the root
+    for unit in getty.target console-getty.service systemd-remount-fs.service; do
+        ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+    done
+    mkdir -p "$rootfs/root/.ssh" && chmod 700 "$rootfs/root/.ssh"
+    # PID 1 is systemd; podman stop sends it SIGRTMIN+3 (halt)
+    cmd='["/lib/systemd/systemd"]'
+    stop='--change STOPSIGNAL=SIGRTMIN+3'
+else
+    # PID 1 traps TERM so `podman stop`/`rm -f` ends it at once instead of
+    # waiting 10 s to send KILL.
+    cmd='["/bin/sh", "-c", "trap \"exit 0\" TERM INT; while :; do sleep 3600 & wait $!; done"]'
+    stop=
+fi
 old_id=$(podman image inspect --format '{{ .Id }}' "$image" 2>/dev/null || true)
+# shellcheck disable=SC2086  # $stop is one option or nothing
 tar -C "$rootfs" --numeric-owner -cf - . | podman import \
-    --change "CMD $cmd" \
+    --change "CMD $cmd" $stop \
     --change "LABEL org.scalelab.testbed.recipe=$recipe" \
     --change "LABEL org.scalelab.testbed.pyroute2=$version" \
     --quiet --message "scalelab.testbed molecule image: debootstrap $suite minbase + $packages, pyroute2 $version" \

@@ -1,11 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""IP alias sets: planning (pure) and a pipelined netlink apply (pyroute2).
+"""IP alias sets: planning (pure) and a pipelined rtnetlink apply (netlink.py).
 
 Planning
     ``desired_aliases()`` turns the module's input (an explicit list, or a CIDR
-    plus count and offset) into a list of :class:`Alias`; ``plan_aliases()``
+    plus count and offset) into a list of :class:`Alias`, following the rules
+    of ipplan.py (address/prefix parsing, usable hosts); ``plan_aliases()``
     compares it with the addresses the kernel reported (one dump of the whole
     namespace) and returns what to add and what to remove, or raises
     :class:`TestbedError` for every conflict it finds. Nothing here needs root.
@@ -14,22 +15,25 @@ Tagging (how "ours" is recognised)
     On kernels >= 6.1 every address this collection adds carries
     ``IFA_PROTO`` = :data:`TAG_PROTO` (211). The kernel stores it and reports
     it back in every dump (``ifa_proto``); values 0-3 belong to the kernel
-    (unspec, loopback, router advertisement, link-local), 211 is ours. pyroute2
-    0.9.7 knows the attribute (``ifaddrmsg.nla_map``: ``IFA_PROTO``, uint8).
+    (unspec, loopback, router advertisement, link-local), 211 is ours.
     Older kernels ignore the attribute, so there the IPv4 label
     ``<interface>:tb`` is used instead (IPv6 has no labels: purging IPv6
     aliases needs kernel >= 6.1). Both tags are recognised on every kernel.
 
 Apply
-    One netlink socket (pyroute2's ``IPRSocket``, opened inside the target
-    namespace). Requests are encoded with pyroute2's ``ifaddrmsg`` class once
-    per shape (family, prefix length, flags, tag) and the address and sequence
-    number are patched into copies of that template; they are sent in chunks
-    of :data:`CHUNK` messages per ``send()``, and the acknowledgements of a
-    chunk are collected after it, instead of one round trip per address.
-    A failed request stops the batch; what the batch already did is undone
-    (added addresses removed, removed addresses put back) and the error names
-    the address and the errno.
+    One rtnetlink socket (:class:`AddressSession`, a netlink.NetlinkSocket
+    opened inside the target namespace). The requests (``ifaddrmsg`` and
+    attributes, encoded here with netlink.py's codec) are pipelined: sent in
+    chunks of netlink.CHUNK per ``send()``, the acknowledgements of a chunk
+    collected after it, instead of one round trip per address. A batch
+    (:func:`add_all`, :func:`remove_all`, :func:`put_back`) is all or nothing:
+    when the kernel refuses one request, what the batch already did is undone
+    and the TestbedError names the address, the errno and the kernel's text.
+    Modules run the batches as steps of a transaction.Transaction, which
+    records the change in the journal and undoes earlier steps.
+
+For the restore module: :func:`remove_tagged` removes every tagged address
+of an interface (0 when the namespace or the interface is gone).
 """
 
 from __future__ import annotations
@@ -38,73 +42,32 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 from collections import namedtuple
 
+from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
+from ansible_collections.scalelab.testbed.plugins.module_utils import netlink as nl
+from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsu
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
-    TestbedError)
-
-try:
-    from pyroute2 import IPRSocket
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module
-    IPRSocket = ifaddrmsg = ifinfmsg = None
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = exc
+    TestbedError, validate_ifname, validate_name)
+from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
+    DEFAULT_JOURNAL, KIND_ALIASES, scoped_key)
+from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import Transaction
 
 # --------------------------------------------------------------------------
-# Constants (netlink ABI: linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
+# Constants
 
 TAG_PROTO = 211          # IFA_PROTO value of the addresses this collection adds
 TAG_LABEL_SUFFIX = ':tb'  # IPv4 label suffix used on kernels without IFA_PROTO
 MAX_ALIASES = 1000000    # upper bound for one task
-CHUNK = 256              # requests per send(); acks of a chunk fit the rcvbuf
-RCVBUF = 4 * 1024 * 1024
 DIFF_LINES = 60          # diff text longer than this is summarised
+IFA_F_SECONDARY = nl.IFA_F_SECONDARY
+IFA_F_NODAD = nl.IFA_F_NODAD
 
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_ACK_TLVS = 0x200   # in the header of an NLMSG_ERROR message
-NLMSGERR_ATTR_MSG = 1
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-SO_RCVBUFFORCE = 33
-
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTM_GETADDR = 22
-
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFA_LABEL = 3
-IFA_FLAGS = 8
-IFA_PROTO = 11
-IFA_F_SECONDARY = 0x01
-IFA_F_NODAD = 0x02
-
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_HOST = 254
-
-HOST_PREFIX = {4: 32, 6: 128}
+HOST_PREFIX = ipplan.HOST_PREFIX
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 VERSION_OF = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
-_HDR = struct.Struct('=IHHII')      # nlmsghdr
-_IFA = struct.Struct('=BBBBI')      # ifaddrmsg
-_NLA = struct.Struct('=HH')
+_ADDRESS_FIX = 'give addresses such as "10.0.0.1", "10.0.0.1/24" or "fd00::1/64"'
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +141,7 @@ def choose_tag(release, interface):
 def tag_label(interface):
     """The IPv4 label used as tag on old kernels (None if it cannot fit)."""
     label = interface + TAG_LABEL_SUFFIX
-    return label if len(label) <= 15 else None
+    return label if len(label) <= ipplan.IFNAME_MAX else None
 
 
 def is_ours(addr, label):
@@ -188,88 +151,30 @@ def is_ours(addr, label):
     return label is not None and addr.label == label
 
 
-def _check_prefix(version, prefixlen, field, value):
-    top = HOST_PREFIX[version]
-    if not 1 <= prefixlen <= top:
-        raise TestbedError(field, 'prefix length %d of %r is out of range for IPv%d'
-                           % (prefixlen, value, version),
-                           'use a prefix length from 1 to %d' % top)
-
-
-def _check_usable(ip, field, value):
-    if ip.is_unspecified:
-        raise TestbedError(field, '%r is the unspecified address' % value,
-                           'give a unicast host address')
-    if ip.is_multicast:
-        raise TestbedError(field, '%r is a multicast address' % value,
-                           'give a unicast host address')
-    if ip.version == 4 and ip == ipaddress.IPv4Address('255.255.255.255'):
-        raise TestbedError(field, '%r is the limited broadcast address' % value,
-                           'give a unicast host address')
-
-
 def parse_alias(value, prefix_length=None, field='addresses'):
-    """Parse 'IP' or 'IP/prefix' into an Alias (prefix_length for bare IPs)."""
-    if not isinstance(value, str) or not value.strip():
-        raise TestbedError(field, 'entry %r is not an IP address' % (value,),
-                           'give strings such as "10.0.0.1" or "10.0.0.1/24"')
-    text = value.strip()
+    """'IP' or 'IP/prefix' -> Alias (prefix_length for bare IPs), by ipplan.address_prefix."""
     try:
-        if '/' in text:
-            iface = ipaddress.ip_interface(text)
-            ip, prefixlen = iface.ip, iface.network.prefixlen
-            if not text.split('/', 1)[1].isdigit():
-                raise ValueError('netmask form')
-        else:
-            ip = ipaddress.ip_address(text)
-            prefixlen = (prefix_length if prefix_length is not None
-                         else HOST_PREFIX[ip.version])
-    except ValueError:
-        raise TestbedError(field, '%r is not a valid IP address or IP/prefix' % value,
-                           'give an address such as "10.0.0.1", "10.0.0.1/24" or '
-                           '"fd00::1/64"')
-    _check_prefix(ip.version, prefixlen, field, value)
-    _check_usable(ip, field, value)
+        ip, prefixlen = ipplan.address_prefix(value, prefix_length)
+    except ValueError as exc:
+        raise TestbedError(field, str(exc), _ADDRESS_FIX)
     return Alias(ip, prefixlen)
 
 
-def usable_hosts(network):
-    """(first host as int, number of usable hosts) of an ip_network.
-
-    IPv4: the network and broadcast addresses are not usable, except in
-    /31 and /32. IPv6: the subnet-router anycast address (the network
-    address) is not usable, except in /127 and /128 (as ipaddress.hosts()).
-    """
-    first = int(network.network_address)
-    size = network.num_addresses
-    if network.version == 4:
-        if network.prefixlen >= 31:
-            return first, size
-        return first + 1, size - 2
-    if network.prefixlen >= 127:
-        return first, size
-    return first + 1, size - 1
-
-
-def _smallest_prefix_for(version, needed):
-    for plen in range(HOST_PREFIX[version], -1, -1):
-        net = ipaddress.ip_network('%s/%d' % ('0.0.0.0' if version == 4 else '::', plen))
-        if usable_hosts(net)[1] >= needed:
-            return plen
-    return None
+def _check_prefix_length(version, prefix_length):
+    top = HOST_PREFIX[version]
+    if not 1 <= prefix_length <= top:
+        raise TestbedError('prefix_length', 'prefix length %d is out of range for IPv%d (1 to %d)'
+                           % (prefix_length, version, top),
+                           'use a prefix length from 1 to %d' % top)
 
 
 def generate_aliases(cidr, count, offset=0, prefix_length=None, field='cidr'):
-    """The first usable hosts of cidr after offset, count of them."""
+    """The usable hosts of cidr after offset, count of them (ipplan.hosts)."""
     try:
-        network = ipaddress.ip_network(cidr, strict=True)
+        network = ipplan.network(cidr)
     except ValueError as exc:
-        if '/' in str(cidr) and 'has host bits set' in str(exc):
-            fixed = ipaddress.ip_network(cidr, strict=False)
-            raise TestbedError(field, '%r has host bits set' % cidr,
-                               'give the network address, e.g. %s' % fixed)
-        raise TestbedError(field, '%r is not a valid network in CIDR form' % (cidr,),
-                           'give a network such as "10.10.0.0/16" or "fd00:10::/112"')
+        raise TestbedError(field, str(exc), 'give a network such as "10.10.0.0/16" or '
+                                            '"fd00:10::/112"')
     if count is None or count < 1:
         raise TestbedError('count', 'count must be at least 1, got %r' % (count,),
                            'give the number of aliases to generate from cidr')
@@ -279,24 +184,21 @@ def generate_aliases(cidr, count, offset=0, prefix_length=None, field='cidr'):
     if count > MAX_ALIASES:
         raise TestbedError('count', 'count %d is above the limit of %d aliases per task'
                            % (count, MAX_ALIASES), 'split the set over several tasks')
-    version = network.version
-    plen = prefix_length if prefix_length is not None else HOST_PREFIX[version]
-    _check_prefix(version, plen, 'prefix_length', plen)
-    first, usable = usable_hosts(network)
-    needed = offset + count
-    if needed > usable:
-        better = _smallest_prefix_for(version, needed)
-        raise TestbedError(
-            field, '%s has %d usable host addresses, but offset %d + count %d = %d '
-            '(%d too many)' % (network, usable, offset, count, needed, needed - usable),
-            'use a larger network (/%d or shorter) or lower count/offset'
-            % better if better is not None else 'lower count/offset')
-    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    start = first + offset
-    aliases = [Alias(cls(n), plen) for n in range(start, start + count)]
-    for alias in (aliases[0], aliases[-1]):
-        _check_usable(alias.ip, field, str(alias.ip))
-    return aliases
+    plen = prefix_length if prefix_length is not None else HOST_PREFIX[network.version]
+    _check_prefix_length(network.version, plen)
+    try:
+        ips = ipplan.hosts(network, count, offset)
+    except ValueError as exc:
+        raise TestbedError(field, str(exc), 'use a larger network, or lower count or offset')
+    # Multicast and the limited broadcast are runs at the top of the address
+    # space: a block of at most MAX_ALIASES can only touch one at its ends.
+    for ip in (ips[0], ips[-1]):
+        try:
+            ipplan.address_prefix(str(ip))
+        except ValueError as exc:
+            raise TestbedError(field, '%s: %s' % (network, exc),
+                               'take aliases from a unicast network')
+    return [Alias(ip, plen) for ip in ips]
 
 
 def desired_aliases(addresses=None, cidr=None, count=None, offset=0, prefix_length=None):
@@ -510,382 +412,335 @@ def diff_text(addresses):
 # --------------------------------------------------------------------------
 # Netlink: lean address dump, pipelined requests
 
-def _parse_attrs(data, offset, end):
-    attrs = {}
-    while offset + 4 <= end:
-        alen, atype = _NLA.unpack_from(data, offset)
-        if alen < 4:
-            break
-        attrs[atype & 0x3fff] = (offset + 4, offset + alen)
-        offset += (alen + 3) & ~3
-    return attrs
-
-
 def parse_addr_message(data, offset, length):
     """KernelAddress from one RTM_NEWADDR message at data[offset:offset+length]."""
-    family, prefixlen, flags, scope, index = _IFA.unpack_from(data, offset + 16)
-    attrs = _parse_attrs(data, offset + 24, offset + length)
-
-    def raw(kind):
-        span = attrs.get(kind)
-        return None if span is None else bytes(data[span[0]:span[1]])
-
-    local = raw(IFA_LOCAL)
-    address = raw(IFA_ADDRESS)
+    family, prefixlen, flags, scope, index = nl.IFADDRMSG.unpack_from(
+        data, offset + nl.NLMSG_HDRLEN)
+    attrs = nl.parse_attrs(data, offset + nl.NLMSG_HDRLEN + nl.IFADDRMSG.size, offset + length)
+    local = nl.attr_bytes(data, attrs, nl.IFA_LOCAL)
+    address = nl.attr_bytes(data, attrs, nl.IFA_ADDRESS)
     main = local if local is not None else address
-    if main is None:
+    if main is None or family not in VERSION_OF:
         return None
     ip = ipaddress.ip_address(main)
     peer = ipaddress.ip_address(address) if address is not None else ip
-    if IFA_FLAGS in attrs:
-        flags = struct.unpack_from('=I', data, attrs[IFA_FLAGS][0])[0]
-    proto = data[attrs[IFA_PROTO][0]] if IFA_PROTO in attrs else 0
-    label = None
-    if IFA_LABEL in attrs:
-        label = raw(IFA_LABEL).split(b'\0', 1)[0].decode('utf-8', 'replace')
+    if nl.IFA_FLAGS in attrs:
+        flags = nl.attr_int(data, attrs, nl.IFA_FLAGS)
+    proto = nl.attr_int(data, attrs, nl.IFA_PROTO) or 0
+    label = nl.attr_text(data, attrs, nl.IFA_LABEL)
     return KernelAddress(ip, prefixlen, index, family, flags, scope, proto, label, peer)
 
 
-class AckError(Exception):
-    def __init__(self, code, text=None):
-        self.code = code
-        self.text = text
-        name = errno.errorcode.get(code, 'E?')
-        msg = '%s (errno %d: %s)' % (name, code, os.strerror(code))
-        if text:
-            msg += ': %s' % text
-        super(AckError, self).__init__(msg)
+def addr_payload(family, prefixlen, index, local, address, scope=0, flags=0, proto=0,
+                 label=None):
+    """ifaddrmsg + attributes of an RTM_NEWADDR/RTM_DELADDR request.
 
-
-def _parse_ack(data, offset, length, hdr_flags):
-    """(error code >= 0, seq of the request, ext-ack text or None)."""
-    err = struct.unpack_from('=i', data, offset + 16)[0]
-    req_len, _t, _f, req_seq, _p = _HDR.unpack_from(data, offset + 20)
-    text = None
-    if hdr_flags & NLM_F_ACK_TLVS:
-        # with NETLINK_CAP_ACK only the request header is echoed
-        tlv_start = offset + 20 + 16
-        if err and not hdr_flags & 0x100:  # NLM_F_CAPPED not set: payload echoed
-            tlv_start = offset + 20 + ((req_len + 3) & ~3)
-        attrs = _parse_attrs(data, tlv_start, offset + length)
-        if NLMSGERR_ATTR_MSG in attrs:
-            s, e = attrs[NLMSGERR_ATTR_MSG]
-            text = bytes(data[s:e]).split(b'\0', 1)[0].decode('utf-8', 'replace') or None
-    return -err, req_seq, text
-
-
-class _Template(object):
-    """A request encoded once by pyroute2's ifaddrmsg, with slots to patch."""
-
-    SENTINELS = {socket.AF_INET: ('192.0.2.201', '198.51.100.202'),
-                 socket.AF_INET6: ('2001:db8::c9', '2001:db8::ca')}
-
-    def __init__(self, msg_type, msg_flags, family, prefixlen, index, scope=0,
-                 flags=0, proto=0, label=None):
-        self.family = family
-        s_local, s_addr = self.SENTINELS[family]
-        data = self._encode(msg_type, msg_flags, family, prefixlen, index, scope,
-                            flags, proto, label, s_local, s_addr)
-        packed_local = socket.inet_pton(family, s_local)
-        packed_addr = socket.inet_pton(family, s_addr)
-        if data.count(packed_local) != 1 or data.count(packed_addr) != 1:
-            raise RuntimeError('pyroute2 ifaddrmsg encoding is not as expected')
-        self.local_at = data.index(packed_local)
-        self.addr_at = data.index(packed_addr)
-        self.size = len(packed_local)
-        self.data = data
-        # check once that a patched copy decodes to what we meant
-        probe = bytearray(data)
-        self.patch(probe, 0, ipaddress.ip_address(s_addr).packed,
-                   ipaddress.ip_address(s_local).packed, 7)
-        msg = ifaddrmsg(bytes(probe))
-        msg.decode()
-        if (msg.get_attr('IFA_LOCAL') != s_addr or msg.get_attr('IFA_ADDRESS') != s_local
-                or msg['header']['sequence_number'] != 7):
-            raise RuntimeError('pyroute2 ifaddrmsg template does not round-trip')
-
-    @staticmethod
-    def _encode(msg_type, msg_flags, family, prefixlen, index, scope, flags, proto,
-                label, local, address):
-        msg = ifaddrmsg()
-        msg['family'] = family
-        msg['prefixlen'] = prefixlen
-        msg['flags'] = flags & 0xff
-        msg['scope'] = scope
-        msg['index'] = index
-        attrs = [('IFA_LOCAL', local), ('IFA_ADDRESS', address)]
-        if label:
-            attrs.append(('IFA_LABEL', label))
-        if flags:
-            attrs.append(('IFA_FLAGS', flags))
-        if proto:
-            attrs.append(('IFA_PROTO', proto))
-        msg['attrs'] = attrs
-        msg['header']['type'] = msg_type
-        msg['header']['flags'] = msg_flags
-        msg['header']['sequence_number'] = 0
-        msg['header']['pid'] = 0
-        msg.encode()
-        return bytes(msg.data)
-
-    def patch(self, buf, at, local, address, seq):
-        struct.pack_into('=I', buf, at + 8, seq)
-        buf[at + self.local_at:at + self.local_at + self.size] = local
-        buf[at + self.addr_at:at + self.addr_at + self.size] = address
-
-
-Request = namedtuple('Request', 'kind what template local address key')
-
-
-class AddressSession(object):
-    """One rtnetlink session in the current network namespace.
-
-    Create it inside netns.enter_netns(): the socket is opened by the
-    constructor and keeps its namespace afterwards.
+    local and address are packed addresses; flags the full IFA_F_* set (the
+    low 8 bits also go in the header, the rest needs IFA_FLAGS).
     """
+    payload = nl.IFADDRMSG.pack(family, prefixlen, flags & 0xff, scope, index) + \
+        nl.pack_attr(nl.IFA_LOCAL, local) + nl.pack_attr(nl.IFA_ADDRESS, address)
+    if label:
+        payload += nl.attr_str(nl.IFA_LABEL, label)
+    if flags:
+        payload += nl.attr_u32(nl.IFA_FLAGS, flags)
+    if proto:
+        payload += nl.attr_u8(nl.IFA_PROTO, proto)
+    return payload
 
-    def __init__(self):
-        self.ipr = IPRSocket()
-        self.sock = self.ipr.socket     # opened now, in the current netns
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        for opt in (NETLINK_EXT_ACK, NETLINK_CAP_ACK):
-            try:
-                self.sock.setsockopt(SOL_NETLINK, opt, 1)
-            except OSError:
-                pass
-        self.seq = 1000
-        self.chunk = CHUNK
-        self.buf = bytearray(1 << 18)
-        self.templates = {}
+
+class Request(namedtuple('Request', 'kind what msg key')):
+    """One address request: kind 'add' or 'del', what (Alias or KernelAddress),
+    msg (msg_type, flags, payload) for NetlinkSocket.pipeline, key
+    (ip, prefixlen, index) to find it in a dump."""
+    __slots__ = ()
+
+
+class AddressSession(nl.Closing):
+    """One rtnetlink socket in netns (None: the namespace we run in)."""
+
+    def __init__(self, netns=None):
+        self.netns = netns
+        self.sock = nl.NetlinkSocket(nl.NETLINK_ROUTE, netns=netns)
 
     def close(self):
-        self.ipr.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _next_seq(self):
-        self.seq = (self.seq + 1) & 0xffffffff or 1
-        return self.seq
-
-    def _dump(self, msg_type, body_size):
-        """Raw messages of a dump: a list of (buffer, offset, length).
-
-        body_size is the size of the (all-zero: every family, no filter)
-        family header of the request (ifaddrmsg 8, ifinfomsg 16).
-        """
-        for _attempt in range(5):
-            seq = self._next_seq()
-            req = bytearray(_HDR.size + body_size)
-            _HDR.pack_into(req, 0, len(req), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-            self.sock.send(req)
-            messages, interrupted = [], False
-            done = False
-            while not done:
-                n = self.sock.recv_into(self.buf)
-                data = bytes(self.buf[:n])
-                off = 0
-                while off + 16 <= n:
-                    length, mtype, mflags, mseq, _pid = _HDR.unpack_from(data, off)
-                    if length < 16:
-                        break
-                    if mseq == seq:
-                        if mflags & NLM_F_DUMP_INTR:
-                            interrupted = True
-                        if mtype == NLMSG_DONE:
-                            done = True
-                        elif mtype == NLMSG_ERROR:
-                            code, _s, text = _parse_ack(data, off, length, mflags)
-                            raise AckError(code, text)
-                        else:
-                            messages.append((data, off, length))
-                    off += (length + 3) & ~3
-            if not interrupted:
-                return messages
-        raise OSError(errno.EAGAIN, 'the address dump kept being interrupted by changes')
+        self.sock.close()
 
     def links(self):
-        """{index: name} of the links in this namespace (pyroute2's parser)."""
+        """{index: name} of the links in this namespace."""
         result = {}
-        for data, off, length in self._dump(RTM_GETLINK, 16):
-            msg = ifinfmsg(data[off:off + length])
-            msg.decode()
-            result[msg['index']] = msg.get_attr('IFLA_IFNAME')
+        payload = nl.IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for data, off, length in self.sock.dump(nl.RTM_GETLINK, payload).items:
+            if nl.NLMSGHDR.unpack_from(data, off)[1] != nl.RTM_NEWLINK:
+                continue
+            index = nl.IFINFOMSG.unpack_from(data, off + nl.NLMSG_HDRLEN)[2]
+            attrs = nl.parse_attrs(data, off + nl.NLMSG_HDRLEN + nl.IFINFOMSG.size, off + length)
+            result[index] = nl.attr_text(data, attrs, nl.IFLA_IFNAME)
         return result
 
     def addresses(self):
         """Every address of the namespace: ONE dump, parsed leanly."""
         result = []
-        for data, off, length in self._dump(RTM_GETADDR, _IFA.size):
-            _l, mtype = _HDR.unpack_from(data, off)[:2]
-            if mtype != RTM_NEWADDR:
+        payload = nl.IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        for data, off, length in self.sock.dump(nl.RTM_GETADDR, payload).items:
+            if nl.NLMSGHDR.unpack_from(data, off)[1] != nl.RTM_NEWADDR:
                 continue
             addr = parse_addr_message(data, off, length)
             if addr is not None:
                 result.append(addr)
         return result
 
-    def template(self, *key):
-        tpl = self.templates.get(key)
-        if tpl is None:
-            tpl = self.templates[key] = _Template(*key)
-        return tpl
-
     def run(self, requests):
-        """Send requests pipelined; stop after the first failing chunk.
+        """Carry out requests pipelined -> (done, failure).
 
-        Returns (done, failure): done is the list of requests the kernel
-        carried out, failure None or (request, AckError). Should the receive
-        buffer overflow anyway (acknowledgements dropped, ENOBUFS), the
-        kernel's state is read back, what took effect counts as done, and
-        the rest is sent again in smaller chunks.
+        done: the requests the kernel carried out; failure: None or
+        (request, NetlinkError) of the first refused one. Lost
+        acknowledgements (ENOBUFS) are settled by reading the addresses back.
         """
-        done = []
-        failure = None
-        queue = list(requests)
-        while queue and failure is None:
-            part, queue = queue[:self.chunk], queue[self.chunk:]
-            size = sum(len(r.template.data) for r in part)
-            out = bytearray(size)
-            by_seq = {}
-            at = 0
-            for req in part:
-                seq = self._next_seq()
-                tpl = req.template
-                out[at:at + len(tpl.data)] = tpl.data
-                tpl.patch(out, at, req.local, req.address, seq)
-                by_seq[seq] = req
-                at += len(tpl.data)
-            self.sock.send(out)
-            try:
-                acked = self._collect(by_seq)
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS or self.chunk <= 1:
-                    raise
-                took = self._settle(part)
-                done.extend(took)
-                took_ids = set(id(r) for r in took)
-                queue = [r for r in part if id(r) not in took_ids] + queue
-                self.chunk = max(1, self.chunk // 4)
-                continue
-            for seq, req in by_seq.items():
-                code, text = acked[seq]
-                if code:
-                    if failure is None:
-                        failure = (req, AckError(code, text))
-                else:
-                    done.append(req)
+        def settle(indices):
+            present = set((a.ip, a.prefixlen, a.index) for a in self.addresses())
+            return [i for i in indices
+                    if (requests[i].key in present) == (requests[i].kind == 'add')]
+
+        done, failure = self.sock.pipeline([r.msg for r in requests], settle)
+        done = [requests[i] for i in done]
+        if failure is not None:
+            failure = (requests[failure[0]], failure[1])
         return done, failure
 
-    def _collect(self, by_seq):
-        """{seq: (errno, ext-ack text)} once every request of by_seq is acked."""
-        pending = len(by_seq)
-        acked = {}
-        while pending:
-            n = self.sock.recv_into(self.buf)
-            off = 0
-            while off + 16 <= n:
-                length, mtype, mflags, _mseq, _pid = _HDR.unpack_from(self.buf, off)
-                if length < 16:
-                    break
-                if mtype == NLMSG_ERROR:
-                    code, req_seq, text = _parse_ack(self.buf, off, length, mflags)
-                    if req_seq in by_seq and req_seq not in acked:
-                        acked[req_seq] = (code, text)
-                        pending -= 1
-                off += (length + 3) & ~3
-        return acked
 
-    def _settle(self, part):
-        """After lost acknowledgements: the requests of part that took effect."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                self.sock.recv_into(self.buf)
-        except OSError:
-            pass
-        finally:
-            self.sock.setblocking(True)
-        present = set((a.ip, a.prefixlen, a.index) for a in self.addresses())
-        return [r for r in part if (r.key in present) == (r.kind == 'add')]
+_ADD_FLAGS = nl.NLM_F_CREATE | nl.NLM_F_EXCL
 
 
-def _add_request(session, alias, ifindex, tag, scope=None, flags=None, proto=None,
-                 label=None):
-    family = FAMILY[alias.ip.version]
+def add_request(alias, ifindex, tag, scope=None, flags=None, proto=None, label=None,
+                peer=None):
+    """The request that adds alias to ifindex, tagged (or as given)."""
+    version = alias.ip.version
+    family = FAMILY[version]
     if scope is None:
-        scope = RT_SCOPE_HOST if (alias.ip.version == 4 and alias.ip.is_loopback) \
-            else RT_SCOPE_UNIVERSE
+        scope = nl.RT_SCOPE_HOST if (version == 4 and alias.ip.is_loopback) \
+            else nl.RT_SCOPE_UNIVERSE
     if flags is None:
-        flags = IFA_F_NODAD if family == socket.AF_INET6 else 0
-    if proto is None and label is None:
+        flags = IFA_F_NODAD if version == 6 else 0
+    if proto is None and label is None and tag is not None:
         proto = tag.proto if tag.method == 'proto' else 0
-        label = tag.label if (tag.method == 'label' and family == socket.AF_INET) else None
-    tpl = session.template(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                           family, alias.prefixlen, ifindex, scope, flags, proto or 0, label)
-    return Request('add', alias, tpl, alias.ip.packed, alias.ip.packed,
+        label = tag.label if (tag.method == 'label' and version == 4) else None
+    packed = alias.ip.packed
+    payload = addr_payload(family, alias.prefixlen, ifindex, packed,
+                           packed if peer is None else peer.packed, scope, flags, proto or 0,
+                           label)
+    return Request('add', alias, (nl.RTM_NEWADDR, _ADD_FLAGS, payload),
                    (alias.ip, alias.prefixlen, ifindex))
 
 
-def _del_request(session, addr):
-    tpl = session.template(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, addr.family,
-                           addr.prefixlen, addr.index, 0, 0, 0, None)
-    return Request('del', addr, tpl, addr.ip.packed, addr.peer.packed,
+def del_request(addr):
+    """The request that removes a KernelAddress."""
+    payload = addr_payload(addr.family, addr.prefixlen, addr.index, addr.ip.packed,
+                           addr.peer.packed)
+    return Request('del', addr, (nl.RTM_DELADDR, 0, payload),
                    (addr.ip, addr.prefixlen, addr.index))
 
 
-def _restore_request(session, addr):
-    """Put back an address we removed, as it was (flags, proto, label)."""
-    keep_flags = addr.flags & ~IFA_F_SECONDARY
-    alias = Alias(addr.ip, addr.prefixlen)
-    req = _add_request(session, alias, addr.index, None, scope=addr.scope,
-                       flags=keep_flags, proto=addr.proto or 0, label=addr.label)
-    return req._replace(address=addr.peer.packed)
+def restore_request(addr):
+    """The request that puts back a KernelAddress as it was (flags, proto, label)."""
+    return add_request(Alias(addr.ip, addr.prefixlen), addr.index, None, scope=addr.scope,
+                       flags=addr.flags & ~IFA_F_SECONDARY, proto=addr.proto or 0,
+                       label=addr.label, peer=addr.peer)
 
 
-def apply_plan(session, plan, ifindex, tag):
-    """Remove then add, pipelined. On failure undo and raise TestbedError."""
-    removals = [_del_request(session, a) for a in plan.remove]
-    done_del, failure = session.run(removals)
-    done_add = []
+def _inverse(req):
+    if req.kind == 'add':
+        ip, prefixlen, index = req.key
+        return del_request(KernelAddress(ip, prefixlen, index, FAMILY[ip.version], 0, 0, 0,
+                                         None, ip))
+    return restore_request(req.what)
+
+
+def _run_all(session, requests):
+    """Carry out every request or none: on a refusal undo the done ones and raise."""
+    done, failure = session.run(requests)
     if failure is None:
-        additions = [_add_request(session, a, ifindex, tag) for a in plan.add]
-        done_add, failure = session.run(additions)
-    if failure is None:
-        return
+        return len(done)
     req, err = failure
-    undo = [_del_request(session, KernelAddress(r.what.ip, r.what.prefixlen, ifindex,
-                                                FAMILY[r.what.ip.version], 0, 0, 0, None,
-                                                r.what.ip))
-            for r in done_add]
-    undo += [_restore_request(session, r.what) for r in done_del]
-    _undone, undo_failure = session.run(undo)
-    verb = 'adding' if req.kind == 'add' else 'removing'
-    message = '%s %s failed: %s' % (verb, req.what, err)
-    if done_add or done_del:
-        message += '; rolled back %d addition(s) and %d removal(s)' % (
-            len(done_add), len(done_del))
+    undone, undo_failure = session.run([_inverse(r) for r in reversed(done)])
+    message = '%s: %s' % (req.what, err)
+    if done and req.kind == 'add':
+        message += '; the %d address(es) added before it were removed again' % len(done)
+    elif done:
+        message += '; the %d address(es) removed before it were put back' % len(done)
     if undo_failure is not None:
-        message += '; ROLLBACK INCOMPLETE: %s %s' % (undo_failure[0].what, undo_failure[1])
+        message += '; UNDO INCOMPLETE: %s: %s (%d of %d undone)' % (
+            undo_failure[0].what, undo_failure[1], len(undone), len(done))
     fix = 'check the address and the interface'
-    if err.code == errno.EEXIST:
+    if err.errno == errno.EEXIST:
         fix = 'the address appeared meanwhile; run the task again'
-    elif err.code == errno.EADDRNOTAVAIL:
+    elif err.errno == errno.EADDRNOTAVAIL:
         fix = 'the address vanished meanwhile; run the task again'
+    elif err.errno == errno.EACCES:
+        fix = 'the interface refuses addresses of that family (IPv6 disabled on it?)'
     raise TestbedError('addresses', message, fix)
 
 
-def read_promote_secondaries(interface):
-    """net.ipv4.conf.<interface>.promote_secondaries in the current netns."""
+def add_all(session, aliases, ifindex, tag):
+    """Add aliases to ifindex, tagged; all or none (TestbedError). Returns the count."""
+    return _run_all(session, [add_request(a, ifindex, tag) for a in aliases])
+
+
+def remove_all(session, addrs):
+    """Remove KernelAddresses (secondaries first, as plan_aliases orders them); all or none."""
+    return _run_all(session, [del_request(a) for a in addrs])
+
+
+def put_back(session, addrs):
+    """Put back KernelAddresses removed by remove_all (primaries first)."""
+    return _run_all(session, [restore_request(a) for a in reversed(addrs)])
+
+
+def delete_added(session, aliases, ifindex):
+    """Undo add_all: remove those aliases from ifindex (the ones still there)."""
+    present = set((a.ip, a.prefixlen) for a in session.addresses() if a.index == ifindex)
+    return _run_all(session, [_inverse(add_request(a, ifindex, None)) for a in aliases
+                              if (a.ip, a.prefixlen) in present])
+
+
+def find_index(links, interface):
+    for index, name in links.items():
+        if name == interface:
+            return index
+    return None
+
+
+def read_promote_secondaries(interface, netns=None):
+    """net.ipv4.conf.<interface>.promote_secondaries in netns (None: here)."""
     path = '/proc/sys/net/ipv4/conf/%s/promote_secondaries' % interface
+    with nsu.enter_netns(netns):
+        try:
+            with open(path) as f:
+                return f.read().strip() == '1'
+        except OSError:
+            return False
+
+
+def remove_tagged(netns, interface):
+    """Remove every address carrying our tag from interface in netns; how many.
+
+    For scalelab.testbed.restore (the KIND_ALIASES journal entries). netns is
+    a namespace name or None for the namespace we run in. Tagged means
+    IFA_PROTO 211 or the IPv4 label ``<interface>:tb``; other addresses are
+    left alone. Returns the number removed, 0 when the namespace or the
+    interface no longer exists (no error). Raises TestbedError when a removal
+    would make the kernel drop foreign secondary addresses along
+    (promote_secondaries 0), or when the kernel refuses one (what this call
+    removed before it is put back).
+    """
+    if netns is not None and not nsu.netns_exists(netns):
+        return 0
     try:
-        with open(path) as f:
-            return f.read().strip() == '1'
-    except OSError:
-        return False
+        session = AddressSession(netns)
+    except TestbedError:
+        if netns is not None and not nsu.netns_exists(netns):
+            return 0                # gone between the check and the entry
+        raise
+    with session:
+        links = session.links()
+        ifindex = find_index(links, interface)
+        if ifindex is None:
+            return 0
+        promote = read_promote_secondaries(interface, netns)
+        plan = plan_aliases([], session.addresses(), ifindex, links, 'absent', True,
+                            tag_label(interface), promote, interface)
+        if plan.remove:
+            remove_all(session, plan.remove)
+        return len(plan.remove)
+
+
+# --------------------------------------------------------------------------
+# The task
+
+def ensure(interface, netns=None, addresses=None, cidr=None, count=None, offset=None,
+           prefix_length=None, state='present', purge=False, journal=DEFAULT_JOURNAL,
+           check_mode=False, diff=False, warn=None):
+    """What scalelab.testbed.ip_aliases does: validate, plan, apply, record; its result.
+
+    The removals and the additions run as the two steps of one
+    transaction.Transaction: the additions record KIND_ALIASES with key
+    scoped_key(netns, interface) (previous None) the first time tagged
+    addresses are added there; once the task leaves none of ours there the
+    entry is forgotten. A failure undoes the steps already made and leaves
+    the journal as it was; it raises TestbedError.
+    """
+    validate_ifname(interface, 'interface')
+    if netns is not None:
+        validate_name(netns, 'netns', what='network namespace name')
+    desired = desired_aliases(addresses, cidr, count, offset or 0, prefix_length)
+    if addresses is None and cidr is None and not purge:
+        raise TestbedError('addresses', 'no addresses given',
+                           'give addresses, or cidr + count, or purge: true to remove '
+                           'every address this collection added on the interface')
+    if netns is not None:
+        nsu.require_netns(netns)
+    tag = choose_tag(os.uname().release, interface)
+    if tag.method == 'label' and tag.label is None and (purge or desired):
+        raise TestbedError('interface', 'this kernel has no IFA_PROTO (6.1+) and the '
+                           'label tag %r would be longer than 15 characters'
+                           % (interface + TAG_LABEL_SUFFIX),
+                           'use an interface name of at most 12 characters')
+    if tag.method == 'label' and state == 'present' and any(
+            a.ip.version == 6 for a in desired):
+        (warn or _ignore)('this kernel (%s) has no IFA_PROTO: IPv6 aliases cannot be '
+                          'tagged and will never be purged' % os.uname().release)
+
+    where = '%s%s' % (interface, ' in netns %s' % netns if netns else '')
+    try:
+        plan = _apply(interface, netns, desired, state, purge, tag, journal, check_mode, where)
+    except nl.NetlinkError as exc:        # a socket, bind, receive error or a refused dump
+        raise TestbedError('netns' if netns else 'interface',
+                           'rtnetlink%s: %s' % (' in network namespace %r' % netns if netns
+                                                else '', exc),
+                           'check that the task runs as root on Linux')
+    result = dict(changed=bool(plan.add or plan.remove), added=[str(a) for a in plan.add],
+                  removed=[str(a) for a in plan.remove], count=plan.ours_after,
+                  unchanged=plan.unchanged, interface=interface, netns=netns,
+                  tag=tag.as_dict())
+    if diff:
+        header = 'addresses of %s%s' % (interface, ' (netns %s)' % netns if netns else '')
+        result['diff'] = dict(before=diff_text(plan.before), after=diff_text(plan.after),
+                              before_header=header, after_header=header)
+    return result
+
+
+def _apply(interface, netns, desired, state, purge, tag, journal, check_mode, where):
+    """Read, plan and (unless check_mode) apply in one transaction; the plan."""
+    promote = read_promote_secondaries(interface, netns)
+    with AddressSession(netns) as session:
+        links = session.links()
+        ifindex = find_index(links, interface)
+        if ifindex is None:
+            raise TestbedError('interface', 'interface %r does not exist in %s'
+                               % (interface, 'network namespace %r' % netns if netns
+                                  else 'this network namespace'),
+                               'create it first (scalelab.testbed.netns) or fix the name')
+        plan = plan_aliases(desired, session.addresses(), ifindex, links, state, purge,
+                            tag.label, promote, interface)
+        key = scoped_key(netns, interface)
+        with Transaction(check_mode, journal) as tx:
+            if plan.remove:
+                tx.step(lambda: remove_all(session, plan.remove),
+                        lambda: put_back(session, plan.remove),
+                        what='remove %d address(es) from %s' % (len(plan.remove), where),
+                        field='addresses')
+            if plan.add:
+                tx.change(KIND_ALIASES, key, None,
+                          lambda: add_all(session, plan.add, ifindex, tag),
+                          lambda: delete_added(session, plan.add, ifindex),
+                          what='add %d address(es) to %s' % (len(plan.add), where),
+                          field='addresses')
+            if (plan.ours_after == 0 and not check_mode
+                    and os.path.exists(journal)
+                    and tx.journal().get(KIND_ALIASES, key) is not None):
+                tx.forget(KIND_ALIASES, key)     # none of ours left there
+    return plan
+
+
+def _ignore(_message):
+    pass

@@ -3,31 +3,39 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Small helpers shared by every module of scalelab.testbed.
 
-Nothing here touches the kernel; it is safe to import without root.
+The one error type (TestbedError), the rule for names that reach the kernel
+or the file system, where the module runs (container, systemd), and the
+runner that turns errors into clean failures. Nothing here touches the
+kernel; it is safe to import without root.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+
+from ansible_collections.scalelab.testbed.plugins.module_utils.ipplan import (
+    IFNAME_MAX, NETNS_NAME_MAX)
 
 # Names that reach the kernel or the file system (namespaces, interfaces,
 # units) are restricted to a conservative alphabet: no shell metacharacters,
 # no path separators, no whitespace.
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]*\Z')
 
-# IFNAMSIZ is 16 including the terminating NUL.
-IFNAME_MAX = 15
-NETNS_NAME_MAX = 64
-
 
 class TestbedError(Exception):
-    """A validation or apply error that names the field and the fix."""
+    """A validation or apply error that names the field and the fix.
 
-    def __init__(self, field, message, fix=None):
+    rolled_back is True when changes had been made and were undone (the
+    message says what was undone); otherwise nothing was changed.
+    """
+
+    def __init__(self, field, message, fix=None, rolled_back=False):
         self.field = field
         self.message = message
         self.fix = fix
+        self.rolled_back = rolled_back
         text = '%s: %s' % (field, message)
         if fix:
             text += ' (fix: %s)' % fix
@@ -95,3 +103,29 @@ def is_container():
 def systemd_running():
     """True when systemd is the running system manager (sd_booted(3))."""
     return os.path.isdir('/run/systemd/system')
+
+
+def os_error_text(exc):
+    """'ENOENT (errno 2: No such file or directory): /path' for an OSError."""
+    code = getattr(exc, 'errno', None)
+    text = '%s (errno %d: %s)' % (errno.errorcode.get(code, 'E?'), code, os.strerror(code)) \
+        if isinstance(code, int) and code > 0 else str(exc)
+    name = getattr(exc, 'filename', None)
+    return '%s: %s' % (text, name) if name else text
+
+
+def run_module(module, run, what='the kernel'):
+    """exit_json with what run(module) returns; TestbedError and OSError fail cleanly.
+
+    A TestbedError names its field (and, unless it says what was rolled back,
+    that nothing was changed); an OSError (a socket, bind or read that failed)
+    says what it was talking to, never a traceback.
+    """
+    try:
+        result = run(module)
+    except TestbedError as exc:
+        module.fail_json(msg=str(exc) if exc.rolled_back else '%s; nothing was changed' % exc,
+                         field=exc.field)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg='talking to %s failed: %s' % (what, os_error_text(exc)))
+    module.exit_json(**result)

@@ -23,7 +23,6 @@ DROPIN_NAME = '90-scalelab-testbed.conf'
 DEFAULT_LIMITS_FILE = LIMITS_DIR + '/' + DROPIN_NAME
 SYSTEM_CONF = '/etc/systemd/system.conf'
 SYSTEM_DROPIN_DIR = '/etc/systemd/system.conf.d'
-SYSTEM_DROPIN = SYSTEM_DROPIN_DIR + '/' + DROPIN_NAME
 SYSTEM_CONF_DIRS = (SYSTEM_DROPIN_DIR, '/run/systemd/system.conf.d',
                     '/usr/local/lib/systemd/system.conf.d', '/usr/lib/systemd/system.conf.d')
 UNIT_DIR = '/etc/systemd/system'

@@ -7,11 +7,22 @@ Pure part: ``normalize_spec()`` validates the module input into a
 :class:`NetnsSpec`; ``plan_netns()`` compares it with the state read from the
 kernel (:class:`LinkState` dicts per namespace, routes) and returns a list of
 :class:`Change`, or raises TestbedError; ``predict_state()`` gives the state
-after a plan (check/diff mode). Kernel part: :class:`Netlink` holds one
-pyroute2 ``IPRoute`` per namespace involved (public API only: ``get_links``,
-``get_addr``, ``get_routes``, ``link``, ``addr``, ``route``) and
-:func:`apply_changes` runs a plan with an undo stack, so a failure half way
-puts back what the task had already changed.
+after a plan (check/diff mode). Addresses, networks and gateways follow
+ipplan.py.
+
+Kernel part: :class:`Netlink` holds one pyroute2 ``IPRoute`` per namespace
+involved, opened with ``IPRoute(netns=name, flags=0)`` (pyroute2's documented
+way; flags 0 never creates the namespace), and uses only IPRoute's documented
+methods: ``get_links``, ``get_addr``, ``get_routes``, ``link``, ``addr``,
+``route``, and ``get_netnsid`` to tell in which namespace a veth's peer
+lives. :func:`apply_changes` runs a plan as the steps of a
+transaction.Transaction: what it creates is recorded in the journal
+(KIND_NETNS, KIND_LINK), every step has an undo (the removals too: a deleted
+veth is created again with its peer, addresses, mtu and state; a removed
+namespace is created again), so a failure half way puts back everything the
+task had done and leaves the journal as it was.
+
+For the restore module: :func:`delete_link` (and netns.remove_netns).
 
 Namespaces are referred to by name; None is the namespace the module runs in
 (the host).
@@ -25,22 +36,24 @@ import os
 import socket
 from collections import namedtuple
 
+from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
+from ansible_collections.scalelab.testbed.plugins.module_utils import netlink as nl
+from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsu
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
     TestbedError, validate_ifname, validate_name)
-from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsu
+from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
+    DEFAULT_JOURNAL, KIND_ALIASES, KIND_LINK, KIND_NETNS, scoped_key, split_scoped_key)
+from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import (
+    Transaction, error_text)
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module
-    IPRoute = None
-    NetlinkError = OSError
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = exc
+# pyroute2 is imported once, by netns.py (HAS_PYROUTE2 there says whether it is usable)
+if nsu.HAS_PYROUTE2:
+    from pyroute2 import IPRoute, NetlinkError
+else:  # pragma: no cover - reported by the module
+    IPRoute, NetlinkError = None, OSError
 
-HOST_PREFIX = {4: 32, 6: 128}
+HOST_PREFIX = ipplan.HOST_PREFIX
+IFA_F_NODAD = 0x02
 MTU_MIN, MTU_MAX = 68, 65535
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
@@ -51,7 +64,7 @@ VethSpec = namedtuple('VethSpec', 'name peer peer_netns addresses peer_addresses
 RouteSpec = namedtuple('RouteSpec', 'dst gateway dev')
 NetnsSpec = namedtuple('NetnsSpec', 'name state loopback veths routes')
 LinkState = namedtuple('LinkState', 'name index kind up mtu addresses peer_index '
-                                    'peer_elsewhere')
+                                    'peer_elsewhere peer_nsid', defaults=(None,))
 RouteState = namedtuple('RouteState', 'dst gateway dev')
 Change = namedtuple('Change', 'kind netns ifname detail')
 
@@ -64,29 +77,13 @@ def _where(netns):
 # Input validation (pure)
 
 def parse_ifaddress(value, field):
-    """'IP/prefix' (or bare IP: host prefix) -> ipaddress.ip_interface."""
-    if not isinstance(value, str):
-        raise TestbedError(field, '%r is not an address string' % (value,),
-                           'give "IP/prefix", e.g. "10.1.0.1/24"')
-    text = value.strip()
+    """'IP/prefix' (or bare IP: host prefix) -> ipaddress.ip_interface (ipplan.address_prefix)."""
     try:
-        if '/' in text:
-            if not text.split('/', 1)[1].isdigit():
-                raise ValueError('netmask form')
-            iface = ipaddress.ip_interface(text)
-        else:
-            ip = ipaddress.ip_address(text)
-            iface = ipaddress.ip_interface('%s/%d' % (ip, HOST_PREFIX[ip.version]))
-    except ValueError:
-        raise TestbedError(field, '%r is not a valid IP/prefix' % value,
-                           'give "IP/prefix", e.g. "10.1.0.1/24" or "fd00:1::1/64"')
-    if iface.ip.is_multicast or iface.ip.is_unspecified:
-        raise TestbedError(field, '%r is not a unicast host address' % value,
-                           'give a unicast address')
-    if iface.network.prefixlen == 0:
-        raise TestbedError(field, '%r has prefix length 0' % value,
-                           'give a prefix length of at least 1')
-    return iface
+        ip, prefixlen = ipplan.address_prefix(value)
+    except ValueError as exc:
+        raise TestbedError(field, str(exc), 'give "IP/prefix", e.g. "10.1.0.1/24" or '
+                                            '"fd00:1::1/64"')
+    return ipaddress.ip_interface('%s/%d' % (ip, prefixlen))
 
 
 def _addr_list(values, field):
@@ -113,9 +110,9 @@ def parse_route(route, index):
     gw = None
     if gateway is not None:
         try:
-            gw = ipaddress.ip_address(gateway)
-        except ValueError:
-            raise TestbedError(field + '.gateway', '%r is not an IP address' % gateway,
+            gw = ipplan.address(gateway)
+        except ValueError as exc:
+            raise TestbedError(field + '.gateway', str(exc),
                                'give the next hop address, e.g. "10.1.0.2"')
     if dev is not None:
         validate_ifname(dev, field + '.dev')
@@ -130,13 +127,9 @@ def parse_route(route, index):
                                    else '0.0.0.0/0')
     else:
         try:
-            net = ipaddress.ip_network(dst, strict=True)
+            net = ipplan.network(dst)
         except ValueError as exc:
-            if 'host bits set' in str(exc):
-                raise TestbedError(field + '.dst', '%r has host bits set' % dst,
-                                   'give the network address, e.g. %s'
-                                   % ipaddress.ip_network(dst, strict=False))
-            raise TestbedError(field + '.dst', '%r is not a network' % dst,
+            raise TestbedError(field + '.dst', str(exc),
                                'give a network such as "10.2.0.0/16" or "default"')
     if gw is not None and gw.version != net.version:
         raise TestbedError(field + '.gateway', 'gateway %s is IPv%d but dst %s is IPv%d'
@@ -239,9 +232,14 @@ def plan_netns(spec, exists, links, others, routes, namespaces):
     if spec.state == 'absent':
         if not exists:
             return changes
+        deleted = set()
         for link in sorted(links.values(), key=lambda x: x.index):
-            if link.kind == 'veth':
-                changes.append(Change('del_link', name, link.name, 'veth'))
+            if link.kind != 'veth':
+                continue
+            if not link.peer_elsewhere and link.peer_index in deleted:
+                continue            # went with its peer, deleted just before
+            deleted.add(link.index)
+            changes.append(Change('del_link', name, link.name, 'veth'))
         changes.append(Change('del_ns', name, None, None))
         return changes
 
@@ -378,16 +376,26 @@ def describe(change):
 
 def link_state(msg, addrs):
     kind = msg.get_nested('IFLA_LINKINFO', 'IFLA_INFO_KIND')
+    nsid = msg.get_attr('IFLA_LINK_NETNSID')
     return LinkState(
         name=msg.get_attr('IFLA_IFNAME'), index=msg['index'], kind=kind,
         up=bool(msg['flags'] & IFF_UP), mtu=msg.get_attr('IFLA_MTU'),
         addresses=addrs.get(msg['index'], []),
         peer_index=msg.get_attr('IFLA_LINK') if kind == 'veth' else None,
-        peer_elsewhere=msg.get_attr('IFLA_LINK_NETNSID') is not None)
+        peer_elsewhere=nsid is not None, peer_nsid=nsid)
 
 
-class Netlink(object):
-    """pyroute2 IPRoute sockets, one per namespace (None = host)."""
+def _pyroute2_error_code(exc):
+    code = getattr(exc, 'code', None)
+    return code if isinstance(code, int) else getattr(exc, 'errno', None)
+
+
+class Netlink(nl.Closing):
+    """pyroute2 IPRoute sockets, one per namespace (None: the one the module runs in).
+
+    A named namespace gets ``IPRoute(netns=name, flags=0)`` (flags 0: never
+    create it); every call goes through IPRoute's documented methods.
+    """
 
     def __init__(self):
         self.sockets = {}
@@ -395,8 +403,17 @@ class Netlink(object):
 
     def ipr(self, netns):
         if netns not in self.sockets:
-            with nsu.enter_netns(netns):
-                self.sockets[netns] = IPRoute(groups=0)
+            if netns is None:
+                self.sockets[None] = IPRoute(groups=0)
+            else:
+                nsu.require_netns(netns)
+                try:
+                    self.sockets[netns] = IPRoute(netns=netns, flags=0, groups=0)
+                except (OSError, NetlinkError) as exc:
+                    raise TestbedError('netns', 'cannot open a netlink socket in network '
+                                       'namespace %r: %s' % (netns, error_text(exc)),
+                                       'check that it exists (ip netns list) and is a network '
+                                       'namespace')
         return self.sockets[netns]
 
     def forget(self, netns):
@@ -408,12 +425,6 @@ class Netlink(object):
         for netns in list(self.sockets):
             self.forget(netns)
         os.close(self.host_fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def read_links(self, netns):
         ipr = self.ipr(netns)
@@ -444,12 +455,51 @@ class Netlink(object):
                                      names.get(oif)))
         return result
 
+    def lookup(self, netns, ifname):
+        """Index of ifname in netns, or None."""
+        try:
+            found = self.ipr(netns).link('get', ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+        return found[0]['index'] if found else None
+
     def index(self, netns, ifname):
-        found = self.ipr(netns).link_lookup(ifname=ifname)
-        if not found:
+        found = self.lookup(netns, ifname)
+        if found is None:
             raise TestbedError('veths', 'interface %r vanished from %s'
                                % (ifname, _where(netns)), 'run the task again')
-        return found[0]
+        return found
+
+    def find_peer(self, netns, link):
+        """(namespace, LinkState) of the other end of veth link in netns, or None.
+
+        The peer is in the same namespace, in the module's own one (None) or
+        in a named one; which, is told by the link's IFLA_LINK_NETNSID and
+        the namespace ids netns gives the candidates (get_netnsid).
+        """
+        if link.kind != 'veth' or link.peer_index is None:
+            return None
+        candidates = [netns] if not link.peer_elsewhere else \
+            [ns for ns in [None] + nsu.list_netns() if ns != netns]
+        for cand in candidates:
+            if link.peer_elsewhere:
+                fd = self.host_fd if cand is None else os.open(nsu.netns_path(cand), os.O_RDONLY)
+                try:
+                    info = self.ipr(netns).get_netnsid(fd=fd)
+                except (OSError, NetlinkError):
+                    continue
+                finally:
+                    if cand is not None:
+                        os.close(fd)
+                if not info or info.get('nsid') != link.peer_nsid:
+                    continue
+            for other in self.read_links(cand).values():
+                if other.index == link.peer_index and other.kind == 'veth' and \
+                        other.peer_index == link.index:
+                    return cand, other
+        return None
 
 
 def _link_dict(link):
@@ -508,105 +558,151 @@ def read_current(nl, spec):
 
 
 def _netns_arg(nl, netns):
-    return nl.host_fd if netns is None else nsu.netns_path(netns)
+    """net_ns_fd of a veth peer: the namespace's name, or our own namespace's fd."""
+    return nl.host_fd if netns is None else netns
 
 
-def error_text(exc):
-    """'ENETUNREACH (errno 101: Network is unreachable)' for netlink/OS errors."""
-    code = getattr(exc, 'code', None) if isinstance(exc, NetlinkError) else getattr(
-        exc, 'errno', None)
-    if isinstance(code, int) and code > 0:
-        return '%s (errno %d: %s)' % (errno.errorcode.get(code, 'E?'), code,
-                                      os.strerror(code))
-    return str(exc)
+# --------------------------------------------------------------------------
+# Applying a plan: every change a step of a transaction.Transaction
+
+_FIELDS = {'add_ns': 'name', 'del_ns': 'name', 'route': 'routes'}
 
 
-def apply_changes(nl, spec, changes, before_links, others):
-    """Run changes in order; on error undo the done ones and raise."""
-    undo = []
+def apply_changes(nl, spec, changes, before_links, others, journal=DEFAULT_JOURNAL):
+    """Run changes in order as the steps of one Transaction; on error undo and raise.
+
+    The journal gets KIND_NETNS (key: name) for a namespace created and
+    KIND_LINK (key: scoped_key(netns, veth name)) for a veth created; a
+    state=absent plan forgets the entries of what it removed, once every
+    step succeeded. On failure the steps made are undone in reverse (a veth
+    deleted is created again with its peer, addresses, mtu and state, a
+    namespace removed is created again), the journal is left as it was, and
+    TestbedError names the step and the error.
+    """
     current = {spec.name: before_links}
     current.update(others)
-
-    def old_link(netns, ifname):
-        return current.get(netns, {}).get(ifname)
-
-    try:
+    forget = []
+    with Transaction(False, journal) as tx:
         for c in changes:
-            _apply_one(nl, spec, c, undo, old_link)
-    except (NetlinkError, OSError, TestbedError) as exc:
-        failed = c
-        problems = []
-        for step in reversed(undo):
-            try:
-                step()
-            except Exception as uexc:  # keep undoing the rest
-                problems.append(str(uexc))
-        msg = '%s failed: %s' % (describe(failed), error_text(exc))
-        if undo:
-            msg += '; undid %d earlier change(s)' % len(undo)
-        if problems:
-            msg += '; UNDO INCOMPLETE: %s' % '; '.join(problems)
-        raise TestbedError('netns', msg, 'fix the cause above and run the task again')
+            _apply_one(nl, spec, c, tx, current, forget)
+        for kind, key in forget:
+            tx.forget(kind, key)
+        if any(c.kind == 'del_ns' for c in changes):
+            for key in list(tx.journal().entries(KIND_ALIASES)):
+                if split_scoped_key(key)[0] == spec.name:
+                    tx.forget(KIND_ALIASES, key)     # they went with the namespace
 
 
-def _apply_one(nl, spec, c, undo, old_link):
+def _apply_one(nl, spec, c, tx, current, forget):
     name = spec.name
+    what = describe(c)
+    field = _FIELDS.get(c.kind, 'veths')
     if c.kind == 'add_ns':
-        nsu.create_netns(name)
-
-        def drop_ns():
-            # veths first: deleting one end takes the peer (wherever it is)
-            # with it at once, instead of when the namespace is reaped
-            for l in nl.read_links(name).values():
-                if l.kind == 'veth':
-                    nl.ipr(name).link('del', index=l.index)
-            nl.forget(name)
-            nsu.remove_netns(name)
-        undo.append(drop_ns)
-        return
-    if c.kind == 'del_link':
-        nl.ipr(c.netns).link('del', index=nl.index(c.netns, c.ifname))
+        tx.change(KIND_NETNS, name, None, lambda: nsu.create_netns(name),
+                  lambda: _drop_ns(nl, name), what, field)
         return
     if c.kind == 'del_ns':
-        nl.forget(name)
-        nsu.remove_netns(name)
+        def remove():
+            nl.forget(name)
+            nsu.remove_netns(name)
+
+        def recreate():
+            if not nsu.netns_exists(name):
+                nsu.create_netns(name)
+        tx.step(remove, recreate, what, field)
+        forget.append((KIND_NETNS, name))
         return
-    ipr = nl.ipr(c.netns)
+    if c.kind == 'del_link':
+        link = current.get(c.netns, {}).get(c.ifname)
+        pair = nl.find_peer(c.netns, link) if link is not None else None
+        if pair is not None and pair[0] == c.netns and \
+                any(k == (KIND_LINK, scoped_key(c.netns, pair[1].name)) for k in forget):
+            return                      # the other end of a pair already deleted here
+        tx.step(lambda: nl.ipr(c.netns).link('del', index=nl.index(c.netns, c.ifname)),
+                lambda: _recreate_pair(nl, c.netns, link, pair), what, field)
+        forget.append((KIND_LINK, scoped_key(c.netns, c.ifname)))
+        if pair is not None:
+            forget.append((KIND_LINK, scoped_key(pair[0], pair[1].name)))
+        return
     if c.kind == 'add_veth':
         v = c.detail
         peer = {'ifname': v.peer}
         if v.peer_netns != name:
             peer['net_ns_fd'] = _netns_arg(nl, v.peer_netns)
-        ipr.link('add', ifname=v.name, kind='veth', peer=peer)
-        undo.append(lambda: ipr.link('del', index=nl.index(c.netns, v.name)))
+        tx.change(KIND_LINK, scoped_key(c.netns, v.name), None,
+                  lambda: nl.ipr(c.netns).link('add', ifname=v.name, kind='veth', peer=peer),
+                  lambda: _delete(nl, c.netns, v.name), what, field)
         return
     if c.kind == 'route':
-        _apply_route(nl, c, undo)
+        _apply_route(nl, c, tx, what)
         return
-    index = nl.index(c.netns, c.ifname)
-    old = old_link(c.netns, c.ifname)
+    old = current.get(c.netns, {}).get(c.ifname)
     if c.kind == 'set_state':
-        ipr.link('set', index=index, state=c.detail)
-        if old is not None:
-            prev = 'up' if old.up else 'down'
-            undo.append(lambda: ipr.link('set', index=index, state=prev))
+        prev = None if old is None else ('up' if old.up else 'down')
+        tx.step(lambda: _set(nl, c.netns, c.ifname, state=c.detail),
+                None if prev is None else lambda: _set(nl, c.netns, c.ifname, state=prev),
+                what, field)
     elif c.kind == 'set_mtu':
-        ipr.link('set', index=index, mtu=c.detail)
-        if old is not None:
-            prev_mtu = old.mtu
-            undo.append(lambda: ipr.link('set', index=index, mtu=prev_mtu))
-    elif c.kind in ('addr_add', 'addr_del'):
-        a = c.detail
-        kw = dict(index=index, address=str(a.ip), prefixlen=a.network.prefixlen)
-        if a.version == 6:
-            kw['IFA_FLAGS'] = 0x02   # IFA_F_NODAD: usable at once
-        if c.kind == 'addr_add':
-            ipr.addr('add', **kw)
-            undo.append(lambda: ipr.addr('del', index=index, address=str(a.ip),
-                                         prefixlen=a.network.prefixlen))
-        else:
-            ipr.addr('del', index=index, address=str(a.ip), prefixlen=a.network.prefixlen)
-            undo.append(lambda: ipr.addr('add', **kw))
+        prev_mtu = None if old is None else old.mtu
+        tx.step(lambda: _set(nl, c.netns, c.ifname, mtu=c.detail),
+                None if prev_mtu is None else lambda: _set(nl, c.netns, c.ifname, mtu=prev_mtu),
+                what, field)
+    elif c.kind == 'addr_add':
+        tx.step(lambda: _addr(nl, 'add', c.netns, c.ifname, c.detail),
+                lambda: _addr(nl, 'del', c.netns, c.ifname, c.detail), what, field)
+    elif c.kind == 'addr_del':
+        tx.step(lambda: _addr(nl, 'del', c.netns, c.ifname, c.detail),
+                lambda: _addr(nl, 'add', c.netns, c.ifname, c.detail), what, field)
+
+
+def _set(nl, netns, ifname, **kw):
+    nl.ipr(netns).link('set', index=nl.index(netns, ifname), **kw)
+
+
+def _addr(nl, command, netns, ifname, iface):
+    kw = dict(index=nl.index(netns, ifname), address=str(iface.ip),
+              prefixlen=iface.network.prefixlen)
+    if command == 'add' and iface.version == 6:
+        kw['IFA_FLAGS'] = IFA_F_NODAD      # usable at once
+    nl.ipr(netns).addr(command, **kw)
+
+
+def _delete(nl, netns, ifname):
+    index = nl.lookup(netns, ifname)
+    if index is not None:
+        nl.ipr(netns).link('del', index=index)
+
+
+def _drop_ns(nl, name):
+    # veths first: deleting one end takes the peer (wherever it is) with it
+    # at once, instead of when the namespace is reaped
+    for l in nl.read_links(name).values():
+        if l.kind == 'veth':
+            _delete(nl, name, l.name)
+    nl.forget(name)
+    nsu.remove_netns(name)
+
+
+def _recreate_pair(nl, netns, link, pair):
+    """Create the veth link (in netns) and its peer again, as they were."""
+    if link is None or pair is None:
+        raise TestbedError('veths', 'the other end of the deleted veth was not found (a '
+                           'namespace without a name?), so it cannot be created again',
+                           'create the veth again by hand')
+    peer_ns, peer = pair
+    spec = {'ifname': peer.name}
+    if peer_ns != netns:
+        spec['net_ns_fd'] = _netns_arg(nl, peer_ns)
+    nl.ipr(netns).link('add', ifname=link.name, kind='veth', peer=spec)
+    ends = [(netns, link)] + ([(peer_ns, peer)] if peer is not None else [])
+    for where, end in ends:
+        if end.mtu:
+            _set(nl, where, end.name, mtu=end.mtu)
+        for iface in managed_addresses(end):
+            _addr(nl, 'add', where, end.name, iface)
+    for where, end in ends:
+        if end.up:
+            _set(nl, where, end.name, state='up')
 
 
 def _route_kwargs(nl, netns, dst, gateway, dev):
@@ -620,15 +716,87 @@ def _route_kwargs(nl, netns, dst, gateway, dev):
     return kw
 
 
-def _apply_route(nl, c, undo):
+def _apply_route(nl, c, tx, what):
     r = c.detail
-    ipr = nl.ipr(c.netns)
     links = nl.read_links(c.netns)
     old = [x for x in nl.read_routes(c.netns, links) if x.dst == r.dst]
-    ipr.route('replace', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev))
-    if old:
-        prev = _route_kwargs(nl, c.netns, old[0].dst, old[0].gateway, old[0].dev)
-        undo.append(lambda: ipr.route('replace', **prev))
-    else:
-        new = _route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev)
-        undo.append(lambda: ipr.route('del', **new))
+
+    def put():
+        nl.ipr(c.netns).route('replace', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev))
+
+    def undo():
+        if old:
+            nl.ipr(c.netns).route('replace', **_route_kwargs(nl, c.netns, old[0].dst,
+                                                             old[0].gateway, old[0].dev))
+        else:
+            nl.ipr(c.netns).route('del', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev))
+    tx.step(put, undo, what, 'routes')
+
+
+# --------------------------------------------------------------------------
+# The task, and the helper for restore
+
+def ensure(name, state='present', loopback=True, veths=None, routes=None,
+           journal=DEFAULT_JOURNAL, check_mode=False, diff=False, warn=None):
+    """What scalelab.testbed.netns does: validate, read, plan, apply, record; its result.
+
+    Raises TestbedError: bad input or a conflict (nothing changed), a step
+    that failed (what the task did was undone, see apply_changes), or a read
+    the kernel refused.
+    """
+    spec = normalize_spec(name, state, loopback, veths, routes)
+    try:
+        return _ensure(spec, journal, check_mode, diff, warn)
+    except NetlinkError as exc:           # pyroute2's, from a read outside the transaction
+        raise TestbedError('name', 'rtnetlink: %s' % error_text(exc),
+                           'check that the task runs as root on Linux')
+
+
+def _ensure(spec, journal, check_mode, diff, warn):
+    with Netlink() as nl:
+        exists, links, others, routes_now, namespaces = read_current(nl, spec)
+        before = state_dict(spec.name, exists, links, routes_now, spec, others)
+        changes = plan_netns(spec, exists, links, others, routes_now, namespaces)
+        if changes and spec.state == 'absent' and warn is not None:
+            pids = nsu.netns_pids(spec.name)
+            if pids:
+                warn('processes %s still run in network namespace %s: it is unnamed now '
+                     'but lives on until they exit'
+                     % (', '.join(str(x) for x in pids[:10]), spec.name))
+        if check_mode or not changes:
+            after = predict_state(before, spec, changes) if changes else before
+        else:
+            apply_changes(nl, spec, changes, links, others, journal)
+            exists, links, others, routes_now, _ns = read_current(nl, spec)
+            after = state_dict(spec.name, exists, links, routes_now, spec, others)
+    result = dict(changed=bool(changes), namespace=after,
+                  changes=[describe(c) for c in changes])
+    if diff:
+        result['diff'] = dict(before=before, after=after)
+    return result
+
+
+def delete_link(netns, name):
+    """Delete the link name in netns (None: the namespace we run in); True if it did.
+
+    For scalelab.testbed.restore (KIND_LINK journal entries). Deleting one
+    end of a veth deletes its peer too, wherever it is. Returns True when it
+    deleted the link, False when there was none by that name or the
+    namespace is gone. A refusal of the kernel raises OSError (errno and
+    text; pyroute2's own exception never leaves this file), a name under
+    /var/run/netns that is no namespace raises TestbedError (field netns).
+    """
+    if netns is not None and not nsu.netns_exists(netns):
+        return False
+    with Netlink() as nl:
+        try:
+            index = nl.lookup(netns, name)
+            if index is None:
+                return False
+            nl.ipr(netns).link('del', index=index)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False                # deleted meanwhile (with its peer?)
+            raise OSError(exc.code, 'deleting %s in %s: %s' % (name, _where(netns),
+                                                               error_text(exc)))
+    return True

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import datetime
 
-# Rows of the engine's timeline (see files/tcpscale.py TIMELINE_COLUMNS).
+# Rows of the engine's timeline (files/tcpscale/shm.py TIMELINE_COLUMNS; a unit test
+# proves the two lists equal).
 TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped']
 
-# The client half's exit statuses (tcpscale.py), and 128 + N for signal N.
+# The client half's exit statuses (files/tcpscale), and 128 + N for signal N.
 EXIT_MEANING = {
     0: 'ended cleanly',
     1: 'did not reach or did not hold its target',

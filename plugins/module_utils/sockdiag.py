@@ -17,10 +17,15 @@ message with ``struct.unpack_from`` over a large receive buffer. When every
 message of a datagram has the same header (the common case: a million
 established sockets), the state bytes are read with one strided slice.
 
-Standard library only (socket, struct, ipaddress). The one exception is
-``netns``: entering a named namespace goes through the collection's
-netns.enter_netns (pyroute2), imported lazily, so this file can be imported
-and used without pyroute2 (benchmarks, the engine tests) when netns is None.
+Netlink itself (socket, headers, acknowledgements, the dump loop with its
+NLM_F_DUMP_INTR retry) is netlink.py's; what is here is the inet_diag
+protocol: requests, bytecode, and the per-datagram walker the dump loop
+calls. Ports and networks of the filters follow ipplan.py
+(``port_range(value, minimum=0)``, ``network``). Standard library only, with
+the collection's common.py, ipplan.py and netlink.py: entering a named
+namespace goes through netns.enter_netns (pyroute2), imported only when a
+namespace is named, so counting in the namespace one runs in needs no
+pyroute2 (the molecule verifier copies these files into its containers).
 
 Kernel references: include/uapi/linux/inet_diag.h (structures and op codes),
 net/ipv4/inet_diag.c (inet_diag_bc_run, inet_diag_bc_audit) and iproute2's
@@ -30,25 +35,23 @@ misc/ss.c (ssfilter_bytecompile) for the jump conventions used here.
 from __future__ import annotations
 
 import errno
-import ipaddress
-import os
-import socket
 import struct
 
-# --- netlink / sock_diag constants (linux/netlink.h, linux/sock_diag.h) ---
-NETLINK_SOCK_DIAG = 4
+from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
+from ansible_collections.scalelab.testbed.plugins.module_utils import netlink as nl
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
+
+# --- netlink (netlink.py) and sock_diag (linux/sock_diag.h) ---
+NETLINK_SOCK_DIAG = nl.NETLINK_SOCK_DIAG
+NLM_F_MULTI = nl.NLM_F_MULTI
+NLM_F_DUMP_INTR = nl.NLM_F_DUMP_INTR
+NLMSG_ERROR = nl.NLMSG_ERROR
+NLMSG_DONE = nl.NLMSG_DONE
+NLMSG_OVERRUN = nl.NLMSG_OVERRUN
+NLMSG_HDRLEN = nl.NLMSG_HDRLEN
+NLMSGHDR = nl.NLMSGHDR
+NLATTR = nl.NLATTR
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_DUMP_INTR = 0x10
-NLM_F_ROOT = 0x100
-NLM_F_MATCH = 0x200
-NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-NLMSG_HDRLEN = 16
 TCPDIAG_GETSOCK = 18            # linux/inet_diag.h: the pre-sock_diag TCP request
 DIAG_MSG_TYPES = (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)
 
@@ -69,30 +72,22 @@ AF_INET = 2
 AF_INET6 = 10
 IPPROTO_TCP = 6
 
-# struct nlmsghdr: len, type, flags, seq, pid
-NLMSGHDR = struct.Struct('=IHHII')
 # struct inet_diag_req_v2 without the socket id: family, protocol, ext, pad, states
 REQ_V2_HEAD = struct.Struct('=BBBxI')
 # struct inet_diag_sockid: sport, dport (be16), src[16], dst[16], if, cookie[2]
 SOCKID_LEN = 48
-REQ_V2_LEN = REQ_V2_HEAD.size + SOCKID_LEN          # 56
 # struct inet_diag_req (v1): family, src_len, dst_len, ext, sockid, states, dbs
 REQ_V1_HEAD = struct.Struct('=BBBB')
 REQ_V1_TAIL = struct.Struct('=II')
-REQ_V1_LEN = REQ_V1_HEAD.size + SOCKID_LEN + REQ_V1_TAIL.size   # 60
-# struct nlattr: len, type
-NLATTR = struct.Struct('=HH')
 # struct inet_diag_bc_op: code, yes, no
 BC_OP = struct.Struct('=BBH')
 # struct inet_diag_hostcond: family, prefix_len, (pad), int port; then addr
 HOSTCOND = struct.Struct('=BBxxi')
 # struct inet_diag_msg: family, state, timer, retrans, sockid, expires,
 # rqueue, wqueue, uid, inode
-INET_DIAG_MSG_LEN = 4 + SOCKID_LEN + 20              # 72
 MSG_FAMILY_OFF = NLMSG_HDRLEN + 0
 MSG_STATE_OFF = NLMSG_HDRLEN + 1
 MSG_SPORT_OFF = NLMSG_HDRLEN + 4
-MSG_DPORT_OFF = NLMSG_HDRLEN + 6
 MSG_SRC_OFF = NLMSG_HDRLEN + 8
 MSG_DST_OFF = NLMSG_HDRLEN + 24
 
@@ -121,29 +116,11 @@ FAMILIES = {'inet': AF_INET, 'inet6': AF_INET6}
 _FAMILY_ALIASES = {'inet': 'inet', 'ipv4': 'inet', '4': 'inet', AF_INET: 'inet',
                    'inet6': 'inet6', 'ipv6': 'inet6', '6': 'inet6', AF_INET6: 'inet6'}
 
-RECV_BUFFER = 1 << 20        # one datagram never exceeds 32 KiB; room to spare
-SO_RCVBUF_SIZE = 4 << 20
-DUMP_RETRIES = 3
+RECV_BUFFER = nl.BUFSIZE     # one datagram never exceeds 32 KiB; room to spare
+SO_RCVBUF_SIZE = nl.RCVBUF
+DUMP_RETRIES = nl.DUMP_RETRIES
 
 _V4_MAPPED_PREFIX = b'\0' * 10 + b'\xff\xff'
-
-
-class SockDiagError(Exception):
-    """A validation or dump error that names the field and the fix.
-
-    Same shape as common.TestbedError (field, message, fix), kept here so this
-    file stays a lone standard-library file: the molecule verifier runs its
-    source as is inside the containers, where the collection is not installed.
-    """
-
-    def __init__(self, field, message, fix=None):
-        self.field = field
-        self.message = message
-        self.fix = fix
-        text = '%s: %s' % (field, message)
-        if fix:
-            text += ' (fix: %s)' % fix
-        super(SockDiagError, self).__init__(text)
 
 
 # ---------------------------------------------------------------------------
@@ -162,13 +139,13 @@ def parse_states(states, field='states'):
         if name == 'all':
             return sorted(TCP_STATES, key=TCP_STATES.get)
         if name not in TCP_STATES:
-            raise SockDiagError(field, 'unknown TCP state %r' % (s,),
-                                'use "all" or some of: %s'
-                                % ', '.join(sorted(TCP_STATES, key=TCP_STATES.get)))
+            raise TestbedError(field, 'unknown TCP state %r' % (s,),
+                               'use "all" or some of: %s'
+                               % ', '.join(sorted(TCP_STATES, key=TCP_STATES.get)))
         if name not in names:
             names.append(name)
     if not names:
-        raise SockDiagError(field, 'no TCP state given', 'give at least one state, or "all"')
+        raise TestbedError(field, 'no TCP state given', 'give at least one state, or "all"')
     return sorted(names, key=TCP_STATES.get)
 
 
@@ -185,47 +162,49 @@ def parse_families(families, field='family'):
         else:
             key = _FAMILY_ALIASES.get(f.lower() if isinstance(f, str) else f)
             if key is None:
-                raise SockDiagError(field, 'unknown address family %r' % (f,),
-                                    'use inet/ipv4, inet6/ipv6 or both')
+                raise TestbedError(field, 'unknown address family %r' % (f,),
+                                   'use inet/ipv4, inet6/ipv6 or both')
             key_list = [key]
         for key in key_list:
             if key not in out:
                 out.append(key)
     if not out:
-        raise SockDiagError(field, 'no address family given', 'use inet, inet6 or both')
+        raise TestbedError(field, 'no address family given', 'use inet, inet6 or both')
     return tuple(out)
 
 
 def parse_port(value, field):
-    """One port spec -> (lo, hi). Accepts 80, '80', '1000-2000', (lo, hi)."""
-    lo = hi = None
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int):
-        lo = hi = value
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        lo, hi = value
-        if isinstance(lo, bool) or isinstance(hi, bool) or not isinstance(lo, int) \
-                or not isinstance(hi, int):
-            lo = hi = None
-    elif isinstance(value, str):
-        text = value.strip()
-        parts = text.split('-')
-        if len(parts) == 1 and parts[0].isdigit():
-            lo = hi = int(parts[0])
-        elif len(parts) == 2 and parts[0].strip().isdigit() and parts[1].strip().isdigit():
-            lo, hi = int(parts[0]), int(parts[1])
-    if lo is None:
-        raise SockDiagError(field, 'port %r is neither a port number nor a "lo-hi" range'
-                            % (value,), 'write a port as 443 or a range as "8000-8999"')
-    for p in (lo, hi):
-        if not 0 <= p <= 65535:
-            raise SockDiagError(field, 'port %d in %r is out of range' % (p, value),
-                                'use ports between 0 and 65535')
-    if lo > hi:
-        raise SockDiagError(field, 'range %r starts above its end (%d > %d)' % (value, lo, hi),
-                            'write the range as "%d-%d"' % (hi, lo))
-    return (lo, hi)
+    """One port spec -> (lo, hi): 80, '80', '1000-2000', (lo, hi); 0 to 65535.
+
+    The rule is ipplan.port_range(value, minimum=0); for a range written
+    backwards the fix names the range the right way round.
+    """
+    try:
+        return ipplan.port_range(value, minimum=0)
+    except ValueError as exc:
+        problem = str(exc)
+    fix = 'write a port as 443 or a range as "8000-8999", from 0 to 65535'
+    if isinstance(value, (str, list, tuple)) and not isinstance(value, bool):
+        swapped = _swapped(value)
+        if swapped is not None:
+            fix = 'write the range as "%d-%d"' % swapped
+    raise TestbedError(field, problem, fix)
+
+
+def _swapped(value):
+    """The range value names backwards, if it is one (by ipplan's rule), else None."""
+    try:
+        if isinstance(value, str):
+            lo, sep, hi = value.strip().partition('-')
+            if not sep:
+                return None
+            value = [hi, lo]
+        else:
+            value = list(reversed(value))
+        lo, hi = ipplan.port_range(value, minimum=0)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if lo < hi else None
 
 
 def parse_ports(values, field):
@@ -240,8 +219,8 @@ def parse_ports(values, field):
         values = [values]
     ranges = sorted(parse_port(v, field) for v in values)
     if not ranges:
-        raise SockDiagError(field, 'an empty list of ports matches nothing',
-                            'leave the option out, or give ports')
+        raise TestbedError(field, 'an empty list of ports matches nothing',
+                           'leave the option out, or give ports')
     merged = [list(ranges[0])]
     for lo, hi in ranges[1:]:
         if lo <= merged[-1][1] + 1:
@@ -265,25 +244,16 @@ def parse_networks(values, field):
         values = [values]
     nets = []
     for v in values:
-        if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            net = v
-        else:
-            text = str(v).strip()
-            try:
-                net = ipaddress.ip_network(text, strict=True)
-            except ValueError as exc:
-                try:
-                    loose = ipaddress.ip_network(text, strict=False)
-                except ValueError:
-                    raise SockDiagError(field, '%r is not an IPv4/IPv6 address or CIDR (%s)'
-                                        % (v, exc), 'write a network as 10.0.0.0/8 or fd00::/64')
-                raise SockDiagError(field, '%r has host bits set after the /%d prefix'
-                                    % (v, loose.prefixlen), 'did you mean %s?' % loose)
+        try:
+            net = ipplan.network(v)
+        except ValueError as exc:
+            raise TestbedError(field, str(exc), 'write a network as 10.0.0.0/8 or fd00::/64 '
+                                                '(a plain address is one host)')
         if net not in nets:
             nets.append(net)
     if not nets:
-        raise SockDiagError(field, 'an empty list of networks matches nothing',
-                            'leave the option out, or give networks')
+        raise TestbedError(field, 'an empty list of networks matches nothing',
+                           'leave the option out, or give networks')
     return nets
 
 
@@ -361,9 +331,9 @@ def assemble(clauses):
         clause_ends.append(pos)
     total = pos
     if total > BYTECODE_MAX:
-        raise SockDiagError('filter', 'the port/network filter needs %d bytes of inet_diag '
-                            'bytecode, more than the %d the kernel accepts' % (total, BYTECODE_MAX),
-                            'merge ports into ranges and networks into wider prefixes')
+        raise TestbedError('filter', 'the port/network filter needs %d bytes of inet_diag '
+                           'bytecode, more than the %d the kernel accepts' % (total, BYTECODE_MAX),
+                           'merge ports into ranges and networks into wider prefixes')
     # where each term starts, to resolve "try the next term"
     term_starts = {}
     for off, kind, _test, ci, ti, _last in layout:
@@ -430,8 +400,8 @@ def _bytecode_attr(bytecode):
     return NLATTR.pack(attr_len, INET_DIAG_REQ_BYTECODE) + bytecode + b'\0' * (-attr_len % 4)
 
 
-def build_request(family, states_mask, bytecode=b'', seq=1):
-    """One dump request: nlmsghdr + request (+ bytecode attribute).
+def request_payload(family, states_mask, bytecode=b''):
+    """(message type, payload) of one dump request (nlmsghdr not included).
 
     family 'inet' or 'inet6': SOCK_DIAG_BY_FAMILY with inet_diag_req_v2.
     family 'any': the older TCPDIAG_GETSOCK request (struct inet_diag_req),
@@ -446,9 +416,13 @@ def build_request(family, states_mask, bytecode=b'', seq=1):
         mtype = SOCK_DIAG_BY_FAMILY
         payload = REQ_V2_HEAD.pack(FAMILIES[family], IPPROTO_TCP, 0, states_mask) + \
             b'\0' * SOCKID_LEN
-    payload += _bytecode_attr(bytecode)
-    hdr = NLMSGHDR.pack(NLMSGHDR.size + len(payload), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-    return hdr + payload
+    return mtype, payload + _bytecode_attr(bytecode)
+
+
+def build_request(family, states_mask, bytecode=b'', seq=1):
+    """The whole dump request message (as NetlinkSocket.dump sends it)."""
+    mtype, payload = request_payload(family, states_mask, bytecode)
+    return nl.pack_message(mtype, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, payload)
 
 
 def states_mask(names):
@@ -513,27 +487,28 @@ def make_python_filter(local_networks=None, remote_networks=None,
 # Reading a dump
 # ---------------------------------------------------------------------------
 
-class DumpResult(object):
-    """What walking one dump's datagrams found."""
+class DumpResult(nl.Dump):
+    """What walking one dump's datagrams found: netlink.Dump plus the tally.
 
-    __slots__ = ('tally', 'done', 'interrupted', 'error', 'messages')
+    tally[state byte] counts the sockets by TCP state.
+    """
+
+    __slots__ = ('tally',)
 
     def __init__(self):
-        self.tally = [0] * 256      # state byte -> count
-        self.done = False
-        self.interrupted = False
-        self.error = 0              # negative errno from NLMSG_ERROR / NLMSG_DONE
-        self.messages = 0
+        super(DumpResult, self).__init__()
+        self.tally = [0] * 256
 
 
 def parse_datagram(buf, n, result, seq=None, accept=None):
-    """Walk one datagram of n bytes in buf, adding to result.
+    """Walk one datagram of n bytes in buf, adding to result (the dump walker).
 
     Fast path: when every message in the datagram starts with the same
     length, type, flags and seq (checked with strided slices, so every
     message boundary is verified) and is a sock_diag message, the state
     bytes are taken with one strided slice. Otherwise each header is
-    read with struct.unpack_from. Returns result.
+    read with struct.unpack_from, and control messages (NLMSG_DONE,
+    NLMSG_ERROR, ...) go to netlink.end_of_dump. Returns result.
     """
     tally = result.tally
     if n >= NLMSG_HDRLEN and accept is None:
@@ -554,15 +529,15 @@ def parse_datagram(buf, n, result, seq=None, accept=None):
                     states = buf[MSG_STATE_OFF:n:length]
                     for st in set(states):
                         tally[st] += states.count(st)
-                    result.messages += count
+                    result.count += count
                     return result
     unpack = NLMSGHDR.unpack_from
     off = 0
     while off + NLMSG_HDRLEN <= n:
         length, mtype, flags, mseq, _pid = unpack(buf, off)
         if length < NLMSG_HDRLEN or off + length > n:
-            raise SockDiagError('dump', 'malformed netlink message (length %d at offset %d '
-                                'of %d)' % (length, off, n), 'report this as a bug')
+            raise TestbedError('dump', 'malformed netlink message (length %d at offset %d '
+                               'of %d)' % (length, off, n), 'report this as a bug')
         if seq is not None and mseq != seq:
             off += (length + 3) & ~3
             continue            # a stale answer to an earlier request
@@ -571,102 +546,29 @@ def parse_datagram(buf, n, result, seq=None, accept=None):
                 result.interrupted = True
             if accept is None or accept(buf, off):
                 tally[buf[off + MSG_STATE_OFF]] += 1
-            result.messages += 1
-        elif mtype == NLMSG_DONE:
-            if flags & NLM_F_DUMP_INTR:
-                result.interrupted = True
-            if length >= NLMSG_HDRLEN + 4:
-                err = struct.unpack_from('=i', buf, off + NLMSG_HDRLEN)[0]
-                if err < 0:
-                    result.error = err
-            result.done = True
+            result.count += 1
+        elif mtype < 0x10 and nl.end_of_dump(buf, off, length, mtype, flags, result) \
+                and result.done:
             return result
-        elif mtype == NLMSG_ERROR:
-            err = struct.unpack_from('=i', buf, off + NLMSG_HDRLEN)[0] \
-                if length >= NLMSG_HDRLEN + 4 else -1
-            if err != 0:            # 0 is an acknowledgement
-                result.error = err
-                result.done = True
-                return result
-        elif mtype == NLMSG_OVERRUN:
-            result.interrupted = True
         off += (length + 3) & ~3
     return result
 
 
-def _open_socket(netns):
-    if netns is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    try:
-        from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsmod
-    except ImportError as exc:
-        raise SockDiagError('netns', 'entering a namespace needs the collection importable as '
-                            'ansible_collections.scalelab.testbed (%s)' % exc,
-                            'put the directory holding ansible_collections/ on sys.path, or '
-                            'run the caller inside the namespace (ip netns exec) with netns=None')
-    if not nsmod.HAS_PYROUTE2:
-        raise SockDiagError('netns', 'entering a namespace needs pyroute2 (%s)'
-                            % nsmod.PYROUTE2_IMPORT_ERROR, 'install pyroute2')
-    try:
-        with nsmod.enter_netns(netns):
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    except SockDiagError:
-        raise
-    except Exception as exc:        # TestbedError from require_netns, OSError from setns
-        if getattr(exc, 'field', None) == 'netns':
-            raise SockDiagError('netns', exc.message, exc.fix)
-        raise SockDiagError('netns', 'cannot enter network namespace %r: %s' % (netns, exc),
-                            'check that it exists (ip netns list) and that you are root')
-
-
-class DumpRefused(Exception):
-    """The kernel answered a dump request with an error (errno)."""
-
-    def __init__(self, family, errno_):
-        self.family = family
-        self.errno = errno_
-        super(DumpRefused, self).__init__('%s dump refused: errno %d' % (family, errno_))
-
-
-def _dump_once(sock, buf, family, mask, bytecode, seq, accept):
-    sock.sendto(build_request(family, mask, bytecode, seq), (0, 0))
-    result = DumpResult()
-    recv_into = sock.recv_into
-    while not result.done:
-        n = recv_into(buf)
-        if n == 0:
-            raise SockDiagError('dump', 'the kernel closed the sock_diag dump early',
-                                'retry; report it if it persists')
-        parse_datagram(buf, n, result, seq, accept)
-    return result
-
-
-def dump_counts(sock, family, mask, bytecode=b'', accept=None, buf=None, seq=1):
-    """Run one dump on an open NETLINK_SOCK_DIAG socket -> DumpResult.
+def dump_counts(sock, family, mask, bytecode=b'', accept=None):
+    """Run one dump on a netlink.NetlinkSocket(NETLINK_SOCK_DIAG) -> DumpResult.
 
     family 'inet', 'inet6' or 'any' (both, one walk). accept is a Python
-    predicate for when the bytecode cannot be used. A dump marked
-    NLM_F_DUMP_INTR (the tables changed under it) is repeated; DumpRefused
-    is raised when the kernel answers with an error.
+    predicate for when the bytecode cannot be used. NetlinkSocket.dump
+    repeats a dump marked NLM_F_DUMP_INTR and raises NetlinkError (op
+    'dump') when the kernel refuses it.
     """
-    if buf is None:
-        buf = bytearray(RECV_BUFFER)
-    for attempt in range(DUMP_RETRIES + 1):
-        result = _dump_once(sock, buf, family, mask, bytecode, seq + attempt, accept)
-        if result.error:
-            raise DumpRefused(family, -result.error)
-        if not result.interrupted:
-            return result
-    raise SockDiagError('dump', 'the %s TCP dump was interrupted by concurrent changes %d times '
-                        'in a row (NLM_F_DUMP_INTR)' % (family, DUMP_RETRIES + 1),
-                        'count again when the socket table is calmer')
-
-
-def _strerror(errno_):
-    try:
-        return os.strerror(errno_)
-    except ValueError:
-        return 'error'
+    mtype, payload = request_payload(family, mask, bytecode)
+    if accept is None:
+        walk = parse_datagram
+    else:
+        def walk(buf, n, result, seq):
+            return parse_datagram(buf, n, result, seq, accept)
+    return sock.dump(mtype, payload, walk, DumpResult)
 
 
 def plan_dumps(families, local_networks=None, remote_networks=None,
@@ -686,23 +588,35 @@ def plan_dumps(families, local_networks=None, remote_networks=None,
     return plan
 
 
-def _run_dump(sock, buf, fam, bytecode, mask, accept, seq, info):
+class _Refused(Exception):
+    """The kernel refused the combined (TCPDIAG_GETSOCK) dump."""
+
+
+def _run_dump(sock, fam, bytecode, mask, accept, info):
     try:
-        result = dump_counts(sock, fam, mask, bytecode, None, buf, seq)
+        result = dump_counts(sock, fam, mask, bytecode)
         info['requests'].append('%s bytecode=%dB' % (fam, len(bytecode)))
         return result.tally
-    except DumpRefused as exc:
-        if fam == 'any':
+    except nl.DumpInterrupted:
+        raise
+    except nl.NetlinkError as exc:
+        if exc.op != 'dump':
             raise
+        if fam == 'any':
+            raise _Refused()
         if not (bytecode and exc.errno == errno.EINVAL and accept is not None):
-            raise SockDiagError('dump', 'the kernel refused the %s TCP dump: %s (errno %d)'
-                                % (fam, _strerror(exc.errno), exc.errno),
-                                'check that the tcp_diag and inet_diag kernel modules load')
+            raise TestbedError('dump', 'the kernel refused the %s TCP dump: %s'
+                               % (fam, nl.error_name(exc.errno)),
+                               'check that the tcp_diag and inet_diag kernel modules load')
     # the kernel refused the filter program: dump unfiltered, filter here
-    result = dump_counts(sock, fam, mask, b'', accept, buf, seq + 500)
+    result = dump_counts(sock, fam, mask, b'', accept)
     info['requests'].append('%s python-filter' % fam)
     info['kernel_filtered'] = False
     return result.tally
+
+
+def _where(netns):
+    return ' in network namespace %r' % netns if netns is not None else ''
 
 
 def count_tcp_states_detail(netns=None, states=None, families=('inet', 'inet6'),
@@ -727,29 +641,28 @@ def count_tcp_states_detail(netns=None, states=None, families=('inet', 'inet6'),
 
     totals = [0] * 256
     if plan:
-        sock = _open_socket(netns)
         try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SO_RCVBUF_SIZE)
-            except OSError:
-                pass
-            sock.bind((0, 0))
-            buf = bytearray(RECV_BUFFER)
-            seq = 1000
-            while plan:
-                fam, bytecode = plan.pop(0)
-                seq += 1000
-                try:
-                    tally = _run_dump(sock, buf, fam, bytecode, mask, accept, seq, info)
-                except DumpRefused:
-                    # no combined (TCPDIAG_GETSOCK) dump here: one dump per family
-                    plan = plan_dumps(fams, lnets, rnets, lports, rports, combined=False) + plan
-                    continue
-                for st in range(256):
-                    if tally[st]:
-                        totals[st] += tally[st]
-        finally:
-            sock.close()
+            with nl.NetlinkSocket(NETLINK_SOCK_DIAG, netns=netns, rcvbuf=SO_RCVBUF_SIZE,
+                                  bufsize=RECV_BUFFER) as sock:
+                while plan:
+                    fam, bytecode = plan.pop(0)
+                    try:
+                        tally = _run_dump(sock, fam, bytecode, mask, accept, info)
+                    except _Refused:
+                        # no combined (TCPDIAG_GETSOCK) dump here: one dump per family
+                        plan = plan_dumps(fams, lnets, rnets, lports, rports,
+                                          combined=False) + plan
+                        continue
+                    for st in range(256):
+                        if tally[st]:
+                            totals[st] += tally[st]
+        except nl.DumpInterrupted as exc:
+            raise TestbedError('dump', 'counting TCP sockets%s: %s' % (_where(netns), exc.text),
+                               'count again when the socket table is calmer')
+        except nl.NetlinkError as exc:
+            raise TestbedError('dump', 'counting TCP sockets%s failed: %s' % (_where(netns), exc),
+                               'run the task as root on Linux with sock_diag support '
+                               '(the inet_diag and tcp_diag kernel modules)')
 
     counts = dict((n, 0) for n in names)
     for st in range(256):
@@ -779,7 +692,9 @@ def count_tcp_states(netns=None, states=None, families=('inet', 'inet6'),
     The kernel reports pending connection requests (internally
     NEW_SYN_RECV) with the state syn_recv; they are counted under
     'syn_recv', or under 'new_syn_recv' when only that one was asked for.
-    Raises SockDiagError (field, message, fix) on bad input or failure.
+    Raises TestbedError (field, message, fix) on bad input or failure: a
+    namespace that is missing or is none (field netns), a socket, bind or
+    receive error, or a refused dump (field dump), each naming the errno.
     """
     return count_tcp_states_detail(netns, states, families, local_networks, remote_networks,
                                    local_ports, remote_ports)['counts']

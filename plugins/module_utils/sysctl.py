@@ -9,8 +9,9 @@ Two halves:
   token-wise comparison, the apply order, validation of every key against
   what a probe found, and the update of a persist file in place;
 * the kernel side: probe a key (exists, readable, writable, read-only
-  mount, value), write values, and put back what was written when a later
-  write fails.
+  mount, value), read and write values (a module runs the writes through
+  transaction.Transaction, which puts back what was written when a later
+  write fails).
 
 Keys are handled in their canonical dotted form (``net.ipv4.ip_local_port_range``);
 as in sysctl(8), a dot inside one path component (a VLAN interface name) is
@@ -30,6 +31,7 @@ import re
 import stat
 
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
+from ansible_collections.scalelab.testbed.plugins.module_utils.ipplan import LIMITS
 
 PROC_SYS = '/proc/sys'
 HASHSIZE_PATH = '/sys/module/nf_conntrack/parameters/hashsize'
@@ -89,21 +91,9 @@ STRING_KEYS = frozenset((
     'net.ipv4.tcp_congestion_control', 'net.ipv4.tcp_allowed_congestion_control',
 ))
 
-# Bounds the kernel enforces with EINVAL, checked before anything is written
-# so that the message can say what is accepted.
-INT64_MAX = 2 ** 63 - 1
-INT32_MAX = 2 ** 31 - 1
-KNOWN_RANGES = {
-    'fs.nr_open': (64, 2147483584),
-    'fs.file-max': (0, INT64_MAX),
-    'net.core.somaxconn': (0, INT32_MAX),
-    'net.netfilter.nf_conntrack_max': (0, INT32_MAX),
-    'net.nf_conntrack_max': (0, INT32_MAX),
-    'net.netfilter.nf_conntrack_buckets': (1, INT32_MAX),
-    HASHSIZE_KEY: (1, INT32_MAX),
-    UNPRIV_START_KEY: (0, 65535),
-    PORT_RANGE_KEY: (1, 65535),
-}
+# Bounds the kernel enforces with EINVAL (the one limits table, ipplan.LIMITS),
+# checked before anything is written so that the message can say what is accepted.
+KNOWN_RANGES = dict(LIMITS, **{HASHSIZE_KEY: (1, 2 ** 31 - 1)})
 
 _COMPONENT_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.@+-]*\Z')
 _DECIMAL_RE = re.compile(r'^-?(0|[1-9][0-9]*)\Z')
@@ -607,51 +597,3 @@ def write_tokens(key, tokens, root=PROC_SYS):
 def errno_text(exc):
     name = errno.errorcode.get(exc.errno, 'errno %s' % exc.errno)
     return '%s (%s)' % (name, os.strerror(exc.errno)) if exc.errno else str(exc)
-
-
-class ApplyError(Exception):
-    """A write failed; what was written before it has been put back."""
-
-    def __init__(self, key, tokens, exc, written, rollback_failures):
-        self.key = key
-        self.errno = exc.errno
-        self.written = written
-        self.rollback_failures = rollback_failures
-        text = 'writing %s = %s failed: %s' % (key, ' '.join(tokens), errno_text(exc))
-        if exc.errno == errno.EINVAL:
-            text += ': the kernel refused the value'
-        if written:
-            if rollback_failures:
-                text += ('; put back %d of %d key(s) already written, FAILED to put back %s'
-                         % (len(written) - len(rollback_failures), len(written),
-                            ', '.join('%s (%s)' % f for f in rollback_failures)))
-            else:
-                text += '; the key(s) already written were put back: %s' % ', '.join(k for k, _o, _n in written)
-        else:
-            text += '; nothing had been written'
-        super(ApplyError, self).__init__(text)
-
-
-def apply_changes(changes, root=PROC_SYS, writer=write_tokens):
-    """Write changes in order; on a failure put back the ones written, then raise."""
-    written = []
-    for key, old, new in changes:
-        try:
-            writer(key, new, root)
-        except OSError as exc:
-            raise ApplyError(key, new, exc, written, rollback(written, root, writer))
-        written.append((key, old, new))
-    return written
-
-
-def rollback(written, root=PROC_SYS, writer=write_tokens):
-    """Put back written [(key, old, new)] in reverse; returns [(key, error)]."""
-    failures = []
-    for key, old, _new in reversed(written):
-        if old is None:
-            continue
-        try:
-            writer(key, old, root)
-        except OSError as exc:
-            failures.append((key, errno_text(exc)))
-    return failures

@@ -23,14 +23,17 @@ description:
     sudo. Raise C(fs.nr_open) first with M(scalelab.testbed.sysctls). Refuses C(unlimited) for
     nofile, and a soft limit above the hard one.
   - Records the previous content of every file it writes (or its absence) in the O(journal) before
-    writing, so M(scalelab.testbed.restore) can put it back. If one file cannot be written, the ones
-    already written are put back.
+    writing, so M(scalelab.testbed.restore) can put it back (and re-execute or reload systemd as the
+    drop-in needs). If one file cannot be written, the ones already written are put back.
   - Returns what a new login session would get (RV(login_limits), computed from C(limits.conf) and
     C(limits.d) in pam_limits order), what a new service would get (RV(service_limits)), and
     whether the running process could raise its own limit (RV(can_raise_own)). On a host
     without C(CAP_SYS_RESOURCE) it cannot; the limits then apply only to new sessions and services.
 author:
   - scalelab.testbed developers (@scalelab)
+extends_documentation_fragment:
+  - scalelab.testbed.testbed
+  - scalelab.testbed.testbed.journal
 options:
   domain:
     description:
@@ -82,8 +85,11 @@ options:
     default: []
   nr_open:
     description:
-      - The C(fs.nr_open) to check the nofile limits against, when the same play raises it (with
-        M(scalelab.testbed.sysctls)) before this task has run for real, as in check mode.
+      - The C(fs.nr_open) the same play raises before this task (with M(scalelab.testbed.sysctls)),
+        for check mode, where that task changed nothing yet.
+      - When the task runs for real, the live C(fs.nr_open) must already be at least the nofile
+        limits. A hard nofile above it is never written, whatever this option says, so the host is
+        safe at every step.
       - By default the current C(/proc/sys/fs/nr_open).
     type: int
   state:
@@ -99,28 +105,20 @@ options:
     description: Keep a timestamped copy of each existing file before changing it.
     type: bool
     default: false
-  journal:
-    description: The journal file in which previous contents are recorded for M(scalelab.testbed.restore).
-    type: path
-    default: /var/lib/scalelab_testbed/journal.json
 notes:
-  - Needs root. Limits take effect for new login sessions and newly started services, never for
-    processes already running.
+  - Needs root.
+  - Limits take effect for new login sessions and newly started services, never for processes
+    already running.
 seealso:
   - module: scalelab.testbed.sysctls
   - module: scalelab.testbed.restore
   - module: community.general.pam_limits
 attributes:
   check_mode:
-    description: Can run in check mode and return the changes it would make without making them.
     support: full
   diff_mode:
-    description: Returns each file before and after.
     support: full
-  platform:
-    description: Target OS families it can operate on.
-    support: full
-    platforms: linux
+    details: Each file before and after.
 '''
 
 EXAMPLES = r'''
@@ -237,12 +235,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import limits as lm
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
-    TestbedError, systemd_running)
+    TestbedError, run_module, systemd_running)
+from ansible_collections.scalelab.testbed.plugins.module_utils.files import (
+    missing_dirs, read_text, remove_file, write_atomic)
+from ansible_collections.scalelab.testbed.plugins.module_utils.ipplan import (
+    NR_OPEN_MAX, NR_OPEN_MIN)
 from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
-    DEFAULT_JOURNAL, KIND_FILE, Journal, atomic_write, missing_dirs, read_text, remove_file)
-
-NR_OPEN_MIN = 64
-NR_OPEN_MAX = 2147483584
+    DEFAULT_JOURNAL, KIND_FILE)
+from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import Transaction
 
 
 def _listdir(directory):
@@ -342,131 +342,138 @@ def _can_raise_own(target_hard, nr_open):
     return lm.can_raise(soft, hard, bool(caps & (1 << lm.CAP_SYS_RESOURCE)), target_hard, nr_open)
 
 
-def run(module):
+def _nr_open(module, given):
+    """The fs.nr_open to check the limits against, and where it comes from."""
+    try:
+        live = lm.read_nr_open()
+    except (IOError, OSError, ValueError) as exc:
+        raise TestbedError('nr_open', 'cannot read %s: %s' % (lm.NR_OPEN_PATH, exc),
+                           'run on Linux with /proc mounted, as root')
+    if given is None:
+        return {'value': live, 'source': 'fs.nr_open'}
+    if not NR_OPEN_MIN <= given <= NR_OPEN_MAX:
+        raise TestbedError('nr_open', '%d is not a value fs.nr_open can take (%d to %d)'
+                           % (given, NR_OPEN_MIN, NR_OPEN_MAX))
+    if module.check_mode:
+        return {'value': given, 'source': 'nr_open (the fs.nr_open this play sets)'}
+    # for real: never above the live value, so the host is safe at every step
+    return {'value': min(given, live), 'source': 'fs.nr_open' if live < given else
+            'nr_open (the fs.nr_open this play sets)'}
+
+
+def _validate(module):
+    """(domain, desired, path, units, nr_open) from the options; TestbedError when wrong."""
     p = module.params
+    domain = lm.validate_domain(p['domain'])
+    desired = {}
+    for item in lm.ITEMS:
+        soft = lm.validate_value(item, 'soft', p['%s_soft' % item])
+        hard = lm.validate_value(item, 'hard', p['%s_hard' % item])
+        if soft is not None or hard is not None:
+            desired[item] = {'soft': soft, 'hard': hard}
+    path = lm.validate_limits_path(p['path'])
+    units = []
+    for name in p['units']:
+        unit = lm.validate_unit(name)
+        if unit not in units:
+            units.append(unit)
+    nr_open = _nr_open(module, p['nr_open'])
+    if p['state'] == 'present':
+        lm.validate_limits(desired, nr_open['value'], nr_open['source'])
+    return domain, desired, path, units, nr_open
+
+
+def _plan_files(p, domain, desired, path, units, use_systemd):
+    """[(path, old content, new content or None to delete, systemd reload it needs)]."""
     state = p['state']
-    try:
-        domain = lm.validate_domain(p['domain'])
-        desired = {}
-        for item in lm.ITEMS:
-            soft = lm.validate_value(item, 'soft', p['%s_soft' % item])
-            hard = lm.validate_value(item, 'hard', p['%s_hard' % item])
-            if soft is not None or hard is not None:
-                desired[item] = {'soft': soft, 'hard': hard}
-        path = lm.validate_limits_path(p['path'])
-        units = []
-        for name in p['units']:
-            unit = lm.validate_unit(name)
-            if unit not in units:
-                units.append(unit)
-        if p['nr_open'] is not None:
-            if not NR_OPEN_MIN <= p['nr_open'] <= NR_OPEN_MAX:
-                raise TestbedError('nr_open', '%d is not a value fs.nr_open can take (%d to %d)'
-                                   % (p['nr_open'], NR_OPEN_MIN, NR_OPEN_MAX))
-            nr_open = {'value': p['nr_open'], 'source': 'nr_open (the fs.nr_open this play sets)'}
-        else:
-            nr_open = {'value': lm.read_nr_open(), 'source': 'fs.nr_open'}
-        if state == 'present':
-            lm.validate_limits(desired, nr_open['value'], nr_open['source'])
-    except TestbedError as exc:
-        module.fail_json(msg='%s; nothing was changed' % exc, field=exc.field)
-    try:
-        journal = Journal(p['journal'])
-    except (ValueError, IOError, OSError) as exc:
-        module.fail_json(msg='journal: cannot read %s: %s; nothing was changed' % (p['journal'], exc))
+    old = read_text(path)
+    plans = [(path, old, lm.plan_limits_file(old, domain, desired, state), None)]
+    if p['systemd'] != 'never' and (use_systemd or state == 'absent'):
+        name = os.path.basename(path)
+        dropins = [(lm.system_dropin_path(name), lm.render_system_dropin(desired) if desired else None,
+                    'daemon-reexec')]
+        dropins += [(lm.unit_dropin_path(u, name), lm.render_unit_dropin(u, desired) if desired else None,
+                     'daemon-reload') for u in units]
+        for dropin, new, reload in dropins:
+            plans.append((dropin, read_text(dropin), None if state == 'absent' else new, reload))
+    return plans
 
-    running = systemd_running()
-    use_systemd = p['systemd'] == 'always' or (p['systemd'] == 'auto' and running)
-    if units and state == 'present' and not use_systemd:
-        module.warn('units: no drop-in written for %s: %s' % (', '.join(units), (
-            'systemd is not running here (systemd=always writes them anyway)' if p['systemd'] == 'auto'
-            else 'systemd=never')))
 
-    # Plan every file: (path, old content, new content or None to delete).
-    plans = []
-    try:
-        old = read_text(path)
-        plans.append((path, old, lm.plan_limits_file(old, domain, desired, state)))
-        if p['systemd'] != 'never' and (use_systemd or state == 'absent'):
-            name = os.path.basename(path)
-            dropins = [(lm.system_dropin_path(name), lm.render_system_dropin(desired) if desired else None)]
-            dropins += [(lm.unit_dropin_path(u, name), lm.render_unit_dropin(u, desired) if desired else None)
-                        for u in units]
-            for dropin, new in dropins:
-                plans.append((dropin, read_text(dropin), None if state == 'absent' else new))
-    except (IOError, OSError) as exc:
-        module.fail_json(msg='cannot read %s: %s; nothing was changed' % (getattr(exc, 'filename', ''), exc))
-    changes = [(f, o, n) for f, o, n in plans if o != n]
+def _made_by_us(tx, path):
+    """The journal entry of a file the testbed created (its previous is null), or None."""
+    journal = tx.journal()
+    entry = journal.get(KIND_FILE, path) if journal is not None else None
+    return entry if entry is not None and entry['previous'] is None else None
 
-    files = []
-    for f, o, n in changes:
-        files.append({'path': f, 'action': 'created' if o is None else ('removed' if n is None else 'updated')})
 
-    if changes and not module.check_mode:
-        newly = []
-        for f, o, n in changes:
-            dirs = missing_dirs(f) if n is not None else []
-            if journal.record(KIND_FILE, f, o, created_dirs=dirs):
-                newly.append(f)
-        try:
-            journal.save()
-        except (IOError, OSError) as exc:
-            module.fail_json(msg='journal: cannot write %s: %s; nothing was changed' % (p['journal'], exc))
-        done = []
-        for index, (f, o, n) in enumerate(changes):
-            try:
-                if p['backup'] and o is not None:
-                    files[index]['backup_file'] = module.backup_local(f)
-                if n is None:
-                    entry = journal.entries(KIND_FILE).get(f, {})
-                    remove_file(f, entry.get('created_dirs') if entry.get('previous') is None else ())
-                else:
-                    atomic_write(module, f, n)
-            except Exception as exc:  # pylint: disable=broad-except
-                failures = []
-                for df, do, _dn in reversed(done):
-                    try:
-                        if do is None:
-                            remove_file(df, journal.entries(KIND_FILE).get(df, {}).get('created_dirs'))
-                        else:
-                            atomic_write(module, df, do)
-                    except Exception as exc2:  # pylint: disable=broad-except
-                        failures.append('%s (%s)' % (df, exc2))
-                if not failures:
-                    for nf in newly:
-                        journal.forget(KIND_FILE, nf)
-                    journal.save()
-                module.fail_json(msg='writing %s failed: %s; %s' % (
-                    f, exc, ('the files already written were put back' if not failures else
-                             'FAILED to put back %s' % ', '.join(failures))) if done else
-                    'writing %s failed: %s; nothing was changed' % (f, exc))
-            done.append((f, o, n))
+def _apply(module, tx, changes, files):
+    for index, (path, old, new, reload) in enumerate(changes):
+        dirs = missing_dirs(path) if new is not None else []
+        if module.params['backup'] and old is not None and not module.check_mode:
+            files[index]['backup_file'] = module.backup_local(path)
+        ours = _made_by_us(tx, path) if new is None else None
 
-    planned = dict((f, n) for f, _o, n in plans)
-    systemd_changed = [f for f, _o, _n in changes if f != path]
+        def write(path=path, new=new, ours=ours):
+            if new is None:
+                # a file the testbed created goes with the directories made for it
+                remove_file(path, ours.get('created_dirs') if ours else ())
+            else:
+                write_atomic(path, new, module=module)
+
+        def undo(path=path, old=old, dirs=tuple(dirs)):
+            if old is None:
+                remove_file(path, dirs)
+            else:
+                write_atomic(path, old, module=module)
+        extra = {'created_dirs': dirs}
+        if reload:
+            extra['reload'] = reload
+        tx.change(KIND_FILE, path, old, apply=write, undo=undo,
+                  what='%s %s' % ('remove' if new is None else 'write', path), field='path', **extra)
+        if ours:
+            tx.forget(KIND_FILE, path)      # absent again, as it was before the testbed
+
+
+def _systemd_actions(path, units, changed_paths):
     actions = []
-    if lm.system_dropin_path(os.path.basename(path)) in systemd_changed:
+    if lm.system_dropin_path(os.path.basename(path)) in changed_paths:
         actions.append('systemctl daemon-reexec')
-    unit_changed = [u for u in units if lm.unit_dropin_path(u, os.path.basename(path)) in systemd_changed]
+    unit_changed = [u for u in units if lm.unit_dropin_path(u, os.path.basename(path)) in changed_paths]
     if unit_changed:
         actions.append('systemctl daemon-reload')
         actions.extend('systemctl restart %s' % u for u in unit_changed)
+    return actions
 
-    target = desired.get('nofile', {}).get('hard') if state == 'present' else None
+
+def run(module):
+    p = module.params
+    domain, desired, path, units, nr_open = _validate(module)
+    use_systemd = p['systemd'] == 'always' or (p['systemd'] == 'auto' and systemd_running())
+    if units and p['state'] == 'present' and not use_systemd:
+        module.warn('units: no drop-in written for %s: %s' % (', '.join(units), (
+            'systemd is not running here (systemd=always writes them anyway)' if p['systemd'] == 'auto'
+            else 'systemd=never')))
+    plans = _plan_files(p, domain, desired, path, units, use_systemd)
+    changes = [c for c in plans if c[1] != c[2]]
+    files = [{'path': f, 'action': 'created' if o is None else ('removed' if n is None else 'updated')}
+             for f, o, n, _r in changes]
+    with Transaction(module.check_mode, p['journal']) as tx:
+        _apply(module, tx, changes, files)
+    planned = dict((f, n) for f, _o, n, _r in plans)
+    systemd_changed = [f for f, _o, _n, _r in changes if f != path]
+    target = desired.get('nofile', {}).get('hard') if p['state'] == 'present' else None
     result = dict(
-        changed=bool(changes),
-        files=files,
+        changed=bool(changes), files=files,
         login_limits=_login_limits(domain, {path: planned[path]}, nr_open['value']),
         service_limits=_service_limits(units, dict((f, n) for f, n in planned.items() if f != path)),
-        can_raise_own=_can_raise_own(target, nr_open['value']),
-        nr_open=nr_open,
+        can_raise_own=_can_raise_own(target, nr_open['value']), nr_open=nr_open,
         systemd_reload_needed=bool(systemd_changed),
-        systemd_actions=actions,
+        systemd_actions=_systemd_actions(path, units, systemd_changed),
     )
     if module._diff:
         result['diff'] = [{'before_header': f, 'after_header': f, 'before': o or '', 'after': n or ''}
-                          for f, o, n in changes]
-    module.exit_json(**result)
+                          for f, o, n, _r in changes]
+    return result
 
 
 def main():
@@ -489,7 +496,7 @@ def main():
         required_if=[('state', 'present', ('nofile_soft', 'nproc_soft'), True)],
         supports_check_mode=True,
     )
-    run(module)
+    run_module(module, run)
 
 
 if __name__ == '__main__':

@@ -14,10 +14,11 @@ description:
   - Ensures a set of IPv4/IPv6 addresses on one interface, on the host or inside
     a named network namespace, given as an explicit list (O(addresses)) or as the
     first usable hosts of a network (O(cidr) + O(count) + O(offset)).
-  - Everything goes through one rtnetlink session (pyroute2), with one dump of the
-    namespace's addresses, then the requests are pipelined (sent in chunks,
-    acknowledgements collected per chunk) instead of one round trip per address,
-    so ten thousand aliases take about as long as C(ip -batch).
+  - Everything goes through one rtnetlink socket (the collection's own netlink
+    codec, standard library only), with one dump of the namespace's addresses,
+    then the requests are pipelined (sent in chunks, acknowledgements collected
+    per chunk) instead of one round trip per address, so ten thousand aliases
+    take about as long as C(ip -batch).
   - Every address the module adds is tagged so that O(purge) removes only
     addresses this collection added. On kernels 6.1 and newer the tag is the
     address protocol C(IFA_PROTO) = V(211) (the kernel keeps and reports it;
@@ -25,13 +26,22 @@ description:
     C(<interface>:tb) is used instead, and IPv6 aliases cannot be tagged.
   - All input and all conflicts are checked before anything changes. If one
     request fails, what the task already changed is undone and the task fails
-    naming the address and the errno.
+    naming the address, the errno and the kernel's message.
+  - The first time it adds tagged addresses to an interface, the task records
+    that in the O(journal) (kind C(aliases), key C(<netns or ->|<interface>)), so
+    M(scalelab.testbed.restore) can remove them; the entry is forgotten when a
+    task (O(purge) or O(state=absent)) leaves none of the tagged addresses there.
+    A task that fails leaves the addresses and the journal as they were.
   - IPv6 aliases are added with C(nodad) so they are usable at once.
 author:
   - scalelab.testbed developers (@scalelab)
 requirements:
-  - pyroute2 >= 0.9.7, < 0.10 on the target
+  - pyroute2 >= 0.9.7, < 0.10 on the target, only to enter O(netns)
   - Linux; root (CAP_NET_ADMIN), and CAP_SYS_ADMIN to enter a namespace
+extends_documentation_fragment:
+  - scalelab.testbed.testbed
+  - scalelab.testbed.testbed.netns
+  - scalelab.testbed.testbed.journal
 options:
   interface:
     description:
@@ -39,17 +49,10 @@ options:
       - Letters, digits, C(.), C(_), C(@) and C(-) only, at most 15 characters.
     type: str
     required: true
-  netns:
-    description:
-      - Name of the network namespace (under C(/var/run/netns)) that holds
-        O(interface). Omit for the namespace the module runs in.
-      - The namespace must exist; it is never created here (see
-        M(scalelab.testbed.netns)).
-    type: str
   addresses:
     description:
-      - Explicit addresses, each C(IP) or C(IP/prefix). A bare C(IP) gets
-        O(prefix_length).
+      - Explicit addresses, each C(IP) or C(IP/prefix) (the prefix as a number of
+        bits). A bare C(IP) gets O(prefix_length).
       - Duplicates, the same IP with two prefix lengths, multicast and
         unspecified addresses are refused.
       - Mutually exclusive with O(cidr).
@@ -97,17 +100,14 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be added and removed; changes nothing.
+    details: Reports what would be added and removed; changes nothing, records nothing.
   diff_mode:
     support: full
-    description: >-
+    details: >-
       Before and after address lists of O(interface), sorted; runs of
       consecutive addresses are folded into ranges and long lists summarised.
-  platform:
-    platforms: posix
-    support: full
-    description: Linux only (rtnetlink).
 notes:
+  - Needs root.
   - An address already on another interface of the same namespace, or on
     O(interface) with another prefix length and not added by this collection,
     is an error.
@@ -200,77 +200,22 @@ tag:
   sample: {"method": "proto", "value": 211}
 '''
 
-import os
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
-    TestbedError, validate_ifname, validate_name)
 from ansible_collections.scalelab.testbed.plugins.module_utils import addresses as al
 from ansible_collections.scalelab.testbed.plugins.module_utils import netns as ns
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import run_module
+from ansible_collections.scalelab.testbed.plugins.module_utils.journal import DEFAULT_JOURNAL
 
 
 def run(module):
-    p = module.params
-    interface = validate_ifname(p['interface'], 'interface')
-    netns = p['netns']
-    if netns is not None:
-        validate_name(netns, 'netns', what='network namespace name')
-    desired = al.desired_aliases(p['addresses'], p['cidr'], p['count'], p['offset'] or 0,
-                                 p['prefix_length'])
-    if p['addresses'] is None and p['cidr'] is None and not p['purge']:
-        raise TestbedError('addresses', 'no addresses given',
-                           'give addresses, or cidr + count, or purge: true to remove '
-                           'every address this collection added on the interface')
-    if netns is not None:
-        ns.require_netns(netns)
-    tag = al.choose_tag(os.uname().release, interface)
-    if tag.method == 'label' and tag.label is None and (p['purge'] or desired):
-        raise TestbedError('interface', 'this kernel has no IFA_PROTO (6.1+) and the '
-                           'label tag %r would be longer than 15 characters'
-                           % (interface + al.TAG_LABEL_SUFFIX),
-                           'use an interface name of at most 12 characters')
-    if tag.method == 'label' and p['state'] == 'present' and any(
-            a.ip.version == 6 for a in desired):
-        module.warn('this kernel (%s) has no IFA_PROTO: IPv6 aliases cannot be tagged '
-                    'and will never be purged' % os.uname().release)
-
-    with ns.enter_netns(netns):
-        session = al.AddressSession()
-        promote = al.read_promote_secondaries(interface)
-    with session:
-        links = session.links()
-        ifindex = None
-        for index, name in links.items():
-            if name == interface:
-                ifindex = index
-        if ifindex is None:
-            where = 'network namespace %r' % netns if netns else 'this network namespace'
-            raise TestbedError('interface', 'interface %r does not exist in %s'
-                               % (interface, where),
-                               'create it first (scalelab.testbed.netns) or fix the name')
-        current = session.addresses()
-        plan = al.plan_aliases(desired, current, ifindex, links, p['state'], p['purge'],
-                               tag.label, promote, interface)
-        changed = bool(plan.add or plan.remove)
-        if changed and not module.check_mode:
-            al.apply_plan(session, plan, ifindex, tag)
-
-    result = dict(changed=changed, added=[str(a) for a in plan.add],
-                  removed=[str(a) for a in plan.remove], count=plan.ours_after,
-                  unchanged=plan.unchanged, interface=interface, netns=netns,
-                  tag=tag.as_dict())
-    if module._diff:
-        where = '%s%s' % (interface, ' (netns %s)' % netns if netns else '')
-        result['diff'] = dict(before=al.diff_text(plan.before),
-                              after=al.diff_text(plan.after),
-                              before_header='addresses of %s' % where,
-                              after_header='addresses of %s' % where)
-    return result
+    """The task: the module's parameters in, its result out (TestbedError on failure)."""
+    return al.ensure(check_mode=module.check_mode, diff=module._diff, warn=module.warn,
+                     **module.params)
 
 
-def main():
-    module = AnsibleModule(
+def build_module():
+    return AnsibleModule(
         argument_spec=dict(
             interface=dict(type='str', required=True),
             netns=dict(type='str'),
@@ -281,22 +226,19 @@ def main():
             prefix_length=dict(type='int'),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             purge=dict(type='bool', default=False),
+            journal=dict(type='path', default=DEFAULT_JOURNAL),
         ),
         mutually_exclusive=[('addresses', 'cidr')],
         required_together=[('cidr', 'count')],
         required_by={'offset': 'cidr'},
         supports_check_mode=True,
     )
-    if not al.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib('pyroute2'),
-                         exception=str(al.PYROUTE2_IMPORT_ERROR))
-    try:
-        result = run(module)
-    except TestbedError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
-    except OSError as exc:
-        module.fail_json(msg='netlink error: %s' % exc)
-    module.exit_json(**result)
+
+
+def main():
+    module = build_module()
+    ns.fail_without_pyroute2(module, module.params['netns'] is not None)
+    run_module(module, run, what='rtnetlink')
 
 
 if __name__ == '__main__':

@@ -17,15 +17,24 @@ description:
     state, and routes.
   - Namespaces are matched by exact name, never by substring. An existing
     namespace whose links already match reports no change.
-  - Everything is validated and every conflict detected before anything changes;
-    if a step fails, the steps the task already took are undone.
-  - Uses pyroute2's public API (C(IPRoute) opened inside each namespace); no
+  - Everything is validated and every conflict detected before anything changes.
+    Every step has an undo. If a step fails, the steps the task already took are
+    undone in reverse order, removals included (a deleted veth is created again
+    with its peer, addresses, MTU and state; a removed namespace is created
+    again), and the O(journal) is left as it was.
+  - What it creates is recorded in the O(journal) for M(scalelab.testbed.restore), a
+    namespace (kind C(netns), key its name) and a veth (kind C(link), key
+    C(<netns>|<veth name>)). O(state=absent) forgets the entries of what it removed.
+  - Uses pyroute2's documented API (C(IPRoute(netns=...)) for each namespace); no
     C(ip) commands.
 author:
   - scalelab.testbed developers (@scalelab)
 requirements:
   - pyroute2 >= 0.9.7, < 0.10 on the target
   - Linux; root (CAP_SYS_ADMIN and CAP_NET_ADMIN)
+extends_documentation_fragment:
+  - scalelab.testbed.testbed
+  - scalelab.testbed.testbed.journal
 options:
   name:
     description:
@@ -37,7 +46,8 @@ options:
       - V(present) creates the namespace if needed and makes its links match.
       - V(absent) deletes every veth inside it (which also deletes the peer end,
         in the host or in another namespace, at once), then removes the
-        namespace. Other virtual links die with the namespace.
+        namespace. Other virtual links die with the namespace and cannot be put
+        back if a later step fails.
     type: str
     choices: [present, absent]
     default: present
@@ -111,15 +121,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports the changes it would make (C(changes)) and the predicted state.
+    details: Reports the changes it would make (RV(changes)) and the predicted state; changes and
+      records nothing.
   diff_mode:
     support: full
-    description: Before and after state of the namespace (links, addresses, routes).
-  platform:
-    platforms: posix
-    support: full
-    description: Linux only.
+    details: Before and after state of the namespace (links, addresses, routes).
 notes:
+  - Needs root.
   - In check mode a O(veths[].peer_netns) that another task of the same play would
     create does not exist yet, and is reported as an error.
 seealso:
@@ -205,40 +213,21 @@ changes:
   sample: ["create network namespace tb-server", "set lo in tb-server up"]
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
 from ansible_collections.scalelab.testbed.plugins.module_utils import links as lk
 from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsu
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import run_module
+from ansible_collections.scalelab.testbed.plugins.module_utils.journal import DEFAULT_JOURNAL
 
 
 def run(module):
-    p = module.params
-    spec = lk.normalize_spec(p['name'], p['state'], p['loopback'], p['veths'], p['routes'])
-    with lk.Netlink() as nl:
-        exists, links, others, routes, namespaces = lk.read_current(nl, spec)
-        before = lk.state_dict(spec.name, exists, links, routes, spec, others)
-        changes = lk.plan_netns(spec, exists, links, others, routes, namespaces)
-        if changes and spec.state == 'absent':
-            pids = nsu.netns_pids(spec.name)
-            if pids:
-                module.warn('processes %s still run in network namespace %s: it is '
-                            'unnamed now but lives on until they exit'
-                            % (', '.join(str(x) for x in pids[:10]), spec.name))
-        if module.check_mode or not changes:
-            after = lk.predict_state(before, spec, changes) if changes else before
-        else:
-            lk.apply_changes(nl, spec, changes, links, others)
-            exists, links, others, routes, namespaces = lk.read_current(nl, spec)
-            after = lk.state_dict(spec.name, exists, links, routes, spec, others)
-    result = dict(changed=bool(changes), namespace=after,
-                  changes=[lk.describe(c) for c in changes])
-    if module._diff:
-        result['diff'] = dict(before=before, after=after)
-    return result
+    """The task: the module's parameters in, its result out (TestbedError on failure)."""
+    return lk.ensure(check_mode=module.check_mode, diff=module._diff, warn=module.warn,
+                     **module.params)
 
 
-def main():
+def build_module():
     veth_options = dict(
         name=dict(type='str', required=True),
         peer=dict(type='str', required=True),
@@ -253,7 +242,7 @@ def main():
         gateway=dict(type='str'),
         dev=dict(type='str'),
     )
-    module = AnsibleModule(
+    return AnsibleModule(
         argument_spec=dict(
             name=dict(type='str', required=True),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
@@ -261,19 +250,16 @@ def main():
             veths=dict(type='list', elements='dict', options=veth_options, default=[]),
             routes=dict(type='list', elements='dict', options=route_options, default=[],
                         required_one_of=[('gateway', 'dev')]),
+            journal=dict(type='path', default=DEFAULT_JOURNAL),
         ),
         supports_check_mode=True,
     )
-    if not lk.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib('pyroute2'),
-                         exception=str(lk.PYROUTE2_IMPORT_ERROR))
-    try:
-        result = run(module)
-    except TestbedError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
-    except OSError as exc:
-        module.fail_json(msg='netlink error: %s' % exc)
-    module.exit_json(**result)
+
+
+def main():
+    module = build_module()
+    nsu.fail_without_pyroute2(module, reason='for namespaces and links')
+    run_module(module, run, what='rtnetlink')
 
 
 if __name__ == '__main__':

@@ -25,8 +25,8 @@ description:
     C(net.netfilter.nf_conntrack_max); then every other key in alphabetical order. The one
     exception is C(net.ipv4.ip_unprivileged_port_start), which is written before
     C(net.ipv4.ip_local_port_range) when the new range starts below the current start.
-  - If one write fails, the keys already written are put back in reverse order and the task
-    fails, naming the key and the errno.
+  - If one write fails, the keys already written (and the persist file) are put back in reverse
+    order, their journal entries are forgotten, and the task fails naming the key and the errno.
   - Values are compared token by token, so C(1024 65535) equals the kernel's C(1024<TAB>65535)
     and the task reports C(changed) only when a value differs.
   - The previous value of every key it changes (and the previous content of the persist file) is
@@ -41,6 +41,10 @@ description:
     silently.
 author:
   - scalelab.testbed developers (@scalelab)
+extends_documentation_fragment:
+  - scalelab.testbed.testbed
+  - scalelab.testbed.testbed.netns
+  - scalelab.testbed.testbed.journal
 requirements:
   - pyroute2 (only with O(netns))
 options:
@@ -55,13 +59,6 @@ options:
         (C([1024, 65535])). Booleans and floats are refused.
       - Required unless O(conntrack_hashsize) is given.
     type: dict
-  netns:
-    description:
-      - Name of an existing network namespace (as listed by C(ip netns)) to apply O(settings) in.
-      - Only C(net.*) keys exist per network namespace; any other key is an error. A C(net.*)
-        key that exists only in the host's namespace is reported as unavailable.
-      - The namespace is never created.
-    type: str
   persist:
     description:
       - Also write the keys to this file so they survive a reboot. It must be directly under
@@ -96,13 +93,11 @@ options:
     type: str
     choices: [fail, warn]
     default: fail
-  journal:
-    description:
-      - The journal file in which previous values are recorded for M(scalelab.testbed.restore).
-    type: path
-    default: /var/lib/scalelab_testbed/journal.json
 notes:
-  - Needs root. O(netns) needs the Python library C(pyroute2) on the target.
+  - Needs root.
+  - O(netns) applies only C(net.*) keys, inside the named namespace (needs the Python library
+    C(pyroute2) on the target); O(netns) and O(persist) are mutually exclusive, since files in
+    C(/etc/sysctl.d/) apply to the host.
   - The journal and the persist file are not touched in check mode.
 seealso:
   - module: scalelab.testbed.restore
@@ -110,15 +105,10 @@ seealso:
   - module: ansible.posix.sysctl
 attributes:
   check_mode:
-    description: Can run in check mode and return the changes it would make without making them.
     support: full
   diff_mode:
-    description: Returns the live values and the persist file before and after.
     support: full
-  platform:
-    description: Target OS families it can operate on.
-    support: full
-    platforms: linux
+    details: The live values and the persist file, before and after.
 '''
 
 EXAMPLES = r'''
@@ -207,18 +197,21 @@ netns:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.scalelab.testbed.plugins.module_utils import netns as ns
 from ansible_collections.scalelab.testbed.plugins.module_utils import sysctl as sc
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
-    TestbedError, is_container)
+    TestbedError, is_container, run_module)
+from ansible_collections.scalelab.testbed.plugins.module_utils.files import (
+    read_text, remove_file, write_atomic)
 from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
-    DEFAULT_JOURNAL, KIND_FILE, KIND_HASHSIZE, KIND_SYSCTL, Journal, atomic_write,
-    read_text, sysctl_key)
-from ansible_collections.scalelab.testbed.plugins.module_utils import netns as ns
+    DEFAULT_JOURNAL, KIND_FILE, KIND_HASHSIZE, KIND_SYSCTL, scoped_key, split_scoped_key)
+from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import Transaction
 
 
 def _fail(module, errors, **extra):
+    """Fail with every problem found before anything was written."""
     if len(errors) == 1:
         msg = errors[0] + '; nothing was changed'
     else:
@@ -226,10 +219,19 @@ def _fail(module, errors, **extra):
     module.fail_json(msg=msg, errors=errors, **extra)
 
 
-def _desired(module):
-    """Normalize settings and conntrack_hashsize; returns (desired, errors)."""
+def _checked(check, *args):
+    """[] when check(*args) passes, else [the TestbedError's text]."""
+    try:
+        check(*args)
+    except TestbedError as exc:
+        return [str(exc)]
+    return []
+
+
+def _desired(params):
+    """settings and conntrack_hashsize as {key: tokens}; and the problems found."""
     desired, errors, spelled = {}, [], {}
-    for name, value in (module.params['settings'] or {}).items():
+    for name, value in (params['settings'] or {}).items():
         try:
             key = sc.normalize_key(name)[0]
             if key == sc.HASHSIZE_KEY:
@@ -242,23 +244,32 @@ def _desired(module):
             spelled[key] = name
         except TestbedError as exc:
             errors.append(str(exc))
-    if module.params['conntrack_hashsize'] is not None:
+    if params['conntrack_hashsize'] is not None:
         if 'net.netfilter.nf_conntrack_buckets' in desired:
-            errors.append('settings: net.netfilter.nf_conntrack_buckets and conntrack_hashsize both size the '
-                          'conntrack hash table (fix: give only one of them)')
-        desired[sc.HASHSIZE_KEY] = [str(module.params['conntrack_hashsize'])]
+            errors.append('settings: net.netfilter.nf_conntrack_buckets and conntrack_hashsize both '
+                          'size the conntrack hash table (fix: give only one of them)')
+        desired[sc.HASHSIZE_KEY] = [str(params['conntrack_hashsize'])]
+    if not desired and not errors:
+        errors.append('settings: no key given (fix: give at least one key, or conntrack_hashsize)')
     return desired, errors
 
 
-def _read_back(keys, netns):
-    values = {}
+def _probe(desired, netns):
+    """What the kernel shows for every key, where it will be written."""
+    keys = [k for k in desired if k != sc.HASHSIZE_KEY]
+    related_keys = sorted(set(r for k in keys for r in sc.RELATED_KEYS.get(k, ()) if r not in desired))
     with ns.enter_netns(netns):
-        for key in keys:
-            if key != sc.HASHSIZE_KEY:
-                values[key] = sc.read_tokens(key)
-    if sc.HASHSIZE_KEY in keys:
-        values[sc.HASHSIZE_KEY] = sc.read_tokens(sc.HASHSIZE_KEY)
-    return values
+        states = sc.probe(keys)
+        related = dict((k, s['value']) for k, s in sc.probe(related_keys).items() if s['readable'])
+        init_netns = sc.in_init_netns()
+    if sc.HASHSIZE_KEY in desired:
+        states[sc.HASHSIZE_KEY] = sc.probe_key(sc.HASHSIZE_KEY)
+    host_exists = {}
+    if netns is not None:
+        host_exists = dict((k, sc.probe_key(k)['exists']) for k in keys if not states[k]['exists'])
+    return sc.plan(desired, states, netns=netns, in_container=is_container(),
+                   init_netns=init_netns, host_exists=host_exists, related=related,
+                   page_size=os.sysconf('SC_PAGE_SIZE'))
 
 
 def _other_sysctl_files(persist):
@@ -272,178 +283,127 @@ def _other_sysctl_files(persist):
             continue
         for name in names:
             path = os.path.join(directory, name)
-            if not name.endswith('.conf') or name in seen:
-                continue
-            seen.add(name)
-            if os.path.realpath(path) == ours:
-                continue
-            try:
-                others[path] = read_text(path)
-            except (IOError, OSError):
-                continue
+            if name.endswith('.conf') and name not in seen:
+                seen.add(name)
+                if os.path.realpath(path) != ours:
+                    others[path] = read_text(path)
     if os.path.realpath('/etc/sysctl.conf') != ours and '99-sysctl.conf' not in seen:
-        try:
-            others['/etc/sysctl.conf'] = read_text('/etc/sysctl.conf')
-        except (IOError, OSError):
-            pass
+        others['/etc/sysctl.conf'] = read_text('/etc/sysctl.conf')
     return others
 
 
-def run(module):
-    params = module.params
-    netns = params['netns']
-    desired, errors = _desired(module)
-    if not desired and not errors:
-        module.fail_json(msg='settings: no key given; give at least one key (or conntrack_hashsize)')
+def _persist_plan(module, persist, desired, plan):
+    """(old text, new text, result) of the persist file; warnings for later overrides."""
+    wanted = dict((k, desired[k]) for k in plan['expected'] if k != sc.HASHSIZE_KEY)
+    old = read_text(persist)
+    new = sc.plan_persist(old, wanted)
+    overrides = sc.persist_overrides(persist, wanted, _other_sysctl_files(persist))
+    for key, path, tokens in overrides:
+        module.warn('persist: %s sets %s = %s and is read after %s at boot, so it overrides the '
+                    'value persisted here' % (path, key, ' '.join(tokens), persist))
+    return old, new, {'path': persist, 'changed': new != old,
+                      'overridden_by': [{'key': k, 'file': p, 'value': ' '.join(t)}
+                                        for k, p, t in overrides]}
 
-    if netns is not None:
-        if not ns.HAS_PYROUTE2:
-            module.fail_json(msg=missing_required_lib('pyroute2'), exception=str(ns.PYROUTE2_IMPORT_ERROR))
-        try:
-            ns.require_netns(netns)
-        except TestbedError as exc:
-            errors.append(str(exc))
-            _fail(module, errors)
-    persist = params['persist']
-    if persist is not None:
-        try:
-            persist = sc.validate_persist_path(persist)
-        except TestbedError as exc:
-            errors.append(str(exc))
-    try:
-        journal = Journal(params['journal'])
-    except (ValueError, IOError, OSError) as exc:
-        errors.append('journal: cannot read %s: %s (fix or remove it)' % (params['journal'], exc))
-        journal = None
 
-    # Probe everything where it will be written.
-    sysctl_keys = [k for k in desired if k != sc.HASHSIZE_KEY]
-    related_keys = sorted(set(r for k in sysctl_keys for r in sc.RELATED_KEYS.get(k, ())
-                              if r not in desired))
-    with ns.enter_netns(netns):
-        states = sc.probe(sysctl_keys)
-        related_states = sc.probe(related_keys)
-        init_netns = sc.in_init_netns()
-    if sc.HASHSIZE_KEY in desired:
-        states[sc.HASHSIZE_KEY] = sc.probe_key(sc.HASHSIZE_KEY)
-    host_exists = {}
-    if netns is not None:
-        host_exists = dict((k, sc.probe_key(k)['exists']) for k in sysctl_keys if not states[k]['exists'])
-    related = dict((k, s['value']) for k, s in related_states.items() if s['readable'])
+def _apply(module, tx, netns, plan, persist):
+    """Every change through the transaction: recorded first, undone on a failure."""
+    for key, old, new in plan['changes']:
+        if key == sc.HASHSIZE_KEY:
+            kind, jkey = KIND_HASHSIZE, sc.HASHSIZE_PATH
+        else:
+            kind, jkey = KIND_SYSCTL, scoped_key(netns, key)
 
-    plan = sc.plan(desired, states, netns=netns, in_container=is_container(), init_netns=init_netns,
-                   host_exists=host_exists, related=related,
-                   page_size=os.sysconf('SC_PAGE_SIZE'))
-    errors.extend(plan['errors'])
-    unavailable = plan['unavailable']
-    if errors:
-        _fail(module, errors, unavailable=unavailable)
-    if unavailable:
-        lines = ['%s: %s' % (k, unavailable[k]) for k in sorted(unavailable)]
-        if params['unavailable'] == 'fail':
-            module.fail_json(msg='%d key(s) cannot be set here, nothing was changed (unavailable=warn '
-                                 'sets the others): %s' % (len(lines), '; '.join(lines)),
-                             unavailable=unavailable)
-        for line in lines:
-            module.warn('not set: ' + line)
+        def write(tokens, key=key):
+            with ns.enter_netns(None if key == sc.HASHSIZE_KEY else netns):
+                sc.write_tokens(key, tokens)
+        tx.change(kind, jkey, sc.format_tokens(old), apply=lambda w=write, n=new: w(n),
+                  undo=(lambda w=write, o=old: w(o)) if old is not None else None,
+                  what='set %s = %s' % (key, ' '.join(new)), field='settings')
+    if persist and persist[2]['changed']:
+        path, (old, new) = persist[2]['path'], persist[:2]
+        tx.change(KIND_FILE, path, old, apply=lambda: write_atomic(path, new, module=module),
+                  undo=lambda: remove_file(path) if old is None else write_atomic(path, old, module=module),
+                  what='write %s' % path, field='persist')
 
-    # The persist file.
-    persist_result = None
-    old_text = new_text = None
-    if persist is not None:
-        persist_desired = dict((k, desired[k]) for k in plan['expected'] if k != sc.HASHSIZE_KEY)
-        try:
-            old_text = read_text(persist)
-        except (IOError, OSError) as exc:
-            module.fail_json(msg='persist: cannot read %s: %s; nothing was changed' % (persist, exc))
-        new_text = sc.plan_persist(old_text, persist_desired)
-        overrides = sc.persist_overrides(persist, persist_desired, _other_sysctl_files(persist))
-        for key, path, tokens in overrides:
-            module.warn('persist: %s sets %s = %s and is read after %s at boot, so it overrides the '
-                        'value persisted here' % (path, key, ' '.join(tokens), persist))
-        persist_result = {'path': persist, 'changed': new_text != old_text,
-                          'overridden_by': [{'key': k, 'file': p, 'value': ' '.join(t)}
-                                            for k, p, t in overrides]}
 
-    changes = plan['changes']
-    persist_changed = bool(persist_result and persist_result['changed'])
-    changed = bool(changes) or persist_changed
-
-    if changed and not module.check_mode:
-        newly = []
-        for key, old, _new in changes:
-            if key == sc.HASHSIZE_KEY:
-                entry = (KIND_HASHSIZE, sc.HASHSIZE_PATH)
-            else:
-                entry = (KIND_SYSCTL, sysctl_key(netns, key))
-            if journal.record(entry[0], entry[1], sc.format_tokens(old), netns=netns, name=key):
-                newly.append(entry)
-        if persist_changed and journal.record(KIND_FILE, persist, old_text):
-            newly.append((KIND_FILE, persist))
-        try:
-            journal.save()
-        except (IOError, OSError) as exc:
-            module.fail_json(msg='journal: cannot write %s: %s; nothing was changed'
-                                 % (params['journal'], exc))
-
-        def forget_new():
-            for kind, jkey in newly:
-                journal.forget(kind, jkey)
-            journal.save()
-
-        written = []
-        try:
-            with ns.enter_netns(netns):
-                written = sc.apply_changes(changes)
-        except sc.ApplyError as exc:
-            if not exc.rollback_failures:
-                forget_new()
-            module.fail_json(msg=str(exc), failed_key=exc.key, errno=exc.errno,
-                             rollback_failures=[list(f) for f in exc.rollback_failures])
-        if persist_changed:
-            try:
-                atomic_write(module, persist, new_text)
-            except Exception as exc:  # pylint: disable=broad-except
-                with ns.enter_netns(netns):
-                    failures = sc.rollback(written)
-                if not failures:
-                    forget_new()
-                module.fail_json(msg='persist: writing %s failed: %s; the live values were put back%s'
-                                     % (persist, exc, ' except %s' % failures if failures else ''))
-
+def _after(plan, netns, applied):
+    """The values after the task: read back when written, predicted otherwise."""
     previous = plan['previous']
-    if changed and not module.check_mode:
-        current = _read_back([k for k in desired if k in previous], netns)
-        for key, _old, new in changes:
-            if not sc.values_equal(current.get(key), new):
-                module.warn('%s: the kernel stored %r after %r was written; the next run will write '
-                            'it again' % (key, ' '.join(current.get(key) or []), ' '.join(new)))
-    else:
-        current = dict((k, list(v)) for k, v in previous.items())
-        for key, _old, new in changes:
-            current[key] = list(new)
+    current = dict((k, list(v)) for k, v in previous.items())
+    if not applied:
+        current.update((k, list(new)) for k, _old, new in plan['changes'])
+        return current
+    with ns.enter_netns(netns):
+        for key in previous:
+            if key != sc.HASHSIZE_KEY:
+                current[key] = sc.read_tokens(key)
+    if sc.HASHSIZE_KEY in previous:
+        current[sc.HASHSIZE_KEY] = sc.read_tokens(sc.HASHSIZE_KEY)
+    return current
 
+
+def run(module):
+    p = module.params
+    netns = p['netns']
+    desired, errors = _desired(p)
+    if netns is not None:
+        ns.fail_without_pyroute2(module)
+        errors += _checked(ns.require_netns, netns)
+    if p['persist'] is not None:
+        errors += _checked(sc.validate_persist_path, p['persist'])
+    if errors:
+        _fail(module, errors)
+    plan = _probe(desired, netns)
+    unavailable = plan['unavailable']
+    if plan['errors']:
+        _fail(module, plan['errors'], unavailable=unavailable)
+    lines = ['%s: %s' % (k, unavailable[k]) for k in sorted(unavailable)]
+    if lines and p['unavailable'] == 'fail':
+        module.fail_json(msg='%d key(s) cannot be set here, nothing was changed (unavailable=warn '
+                             'sets the others): %s' % (len(lines), '; '.join(lines)),
+                         unavailable=unavailable)
+    for line in lines:
+        module.warn('not set: ' + line)
+    persist = None
+    if p['persist'] is not None:
+        persist = _persist_plan(module, sc.validate_persist_path(p['persist']), desired, plan)
+    tx = Transaction(module.check_mode, p['journal'])
+    try:
+        with tx:
+            _apply(module, tx, netns, plan, persist)
+    except TestbedError as exc:
+        failed = tx.failed or {}
+        key = failed.get('key')
+        if failed.get('kind') == KIND_SYSCTL:
+            key = split_scoped_key(key)[1]
+        module.fail_json(msg=str(exc), field=exc.field, failed_key=key)
+    current = _after(plan, netns, tx.changed and not module.check_mode)
+    for key, _old, new in plan['changes']:
+        if not module.check_mode and not sc.values_equal(current.get(key), new):
+            module.warn('%s: the kernel stored %r after %r was written; the next run will write it '
+                        'again' % (key, ' '.join(current.get(key) or []), ' '.join(new)))
+    return _result(module, netns, plan, current, persist, tx.changed)
+
+
+def _result(module, netns, plan, current, persist, changed):
+    previous = plan['previous']
     keys = sorted(previous)
-    result = dict(
-        changed=changed,
-        netns=netns,
-        previous=dict((k, sc.format_tokens(previous[k])) for k in keys),
-        current=dict((k, sc.format_tokens(current[k])) for k in keys if k in current),
-        changed_keys=[c[0] for c in changes],
-        unavailable=unavailable,
-    )
-    if persist_result is not None:
-        result['persist'] = persist_result
+    result = dict(changed=changed, netns=netns,
+                  previous=dict((k, sc.format_tokens(previous[k])) for k in keys),
+                  current=dict((k, sc.format_tokens(current[k])) for k in keys if k in current),
+                  changed_keys=[c[0] for c in plan['changes']], unavailable=plan['unavailable'])
+    if persist is not None:
+        result['persist'] = persist[2]
     if module._diff:
         where = 'live values (netns %s)' % netns if netns else 'live values'
-        diff = [{'before_header': where, 'after_header': where,
-                 'before': sc.render_values(previous, keys),
-                 'after': sc.render_values(current, keys)}]
-        if persist_result is not None:
-            diff.append({'before_header': persist, 'after_header': persist,
-                         'before': old_text or '', 'after': new_text})
-        result['diff'] = diff
-    module.exit_json(**result)
+        result['diff'] = [{'before_header': where, 'after_header': where,
+                           'before': sc.render_values(previous, keys),
+                           'after': sc.render_values(current, keys)}]
+        if persist is not None:
+            result['diff'].append({'before_header': persist[2]['path'], 'after_header': persist[2]['path'],
+                                   'before': persist[0] or '', 'after': persist[1]})
+    return result
 
 
 def main():
@@ -460,7 +420,7 @@ def main():
         mutually_exclusive=[('netns', 'persist')],
         supports_check_mode=True,
     )
-    run(module)
+    run_module(module, run)
 
 
 if __name__ == '__main__':

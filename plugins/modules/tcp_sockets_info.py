@@ -24,14 +24,10 @@ description:
     list with OR.
 author:
   - scalelab.testbed developers (@scalelab)
+extends_documentation_fragment:
+  - scalelab.testbed.testbed
+  - scalelab.testbed.testbed.netns
 options:
-  netns:
-    description:
-      - Name of the network namespace (as in C(ip netns list)) whose sockets to count.
-      - The namespace is entered only to open the netlink socket; the module
-        returns to its own namespace at once. It is never created.
-      - Omit to count the sockets of the namespace the module runs in.
-    type: str
   states:
     description:
       - TCP states to count. V(all) counts every state.
@@ -100,20 +96,18 @@ options:
     type: int
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
+    details: It only reads, so it does the same in check mode.
   diff_mode:
-    description: Will return details on what has changed when in diff mode.
-    support: N/A
-    details: This module only reads; it never changes anything.
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: linux
+    support: none
+    details: It only reads; there is never a diff.
 notes:
-  - Counting needs no privileges; entering O(netns) needs root.
-  - O(netns) needs the Python library C(pyroute2) on the target; counting in the
-    module's own namespace needs only the Python standard library.
+  - O(netns) is entered only to open the netlink socket; the module returns to its own
+    namespace at once. Entering it needs root and the Python library C(pyroute2); counting
+    in the module's own namespace needs only the Python standard library (and no root).
+  - A socket, bind or receive error, a refused dump, or a namespace that vanished (its
+    name is still listed but is no namespace any more) fails the task with the errno;
+    nothing is ever changed.
   - A time_wait count is capped by the kernel's C(net.ipv4.tcp_max_tw_buckets).
 seealso:
   - name: sock_diag(7)
@@ -184,56 +178,31 @@ kernel_filtered:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
-from ansible_collections.scalelab.testbed.plugins.module_utils import netns as netns_utils
-from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import (
-    TCP_STATES, SockDiagError, count_tcp_states_detail, parse_networks, parse_ports,
-    parse_states)
+from ansible_collections.scalelab.testbed.plugins.module_utils import netns as nsu
+from ansible_collections.scalelab.testbed.plugins.module_utils import sockdiag as sd
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
+    TestbedError, run_module)
 
 FAMILIES = {'ipv4': ('inet',), 'ipv6': ('inet6',), 'both': ('inet', 'inet6')}
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            netns=dict(type='str'),
-            states=dict(type='list', elements='str', default=['established'],
-                        choices=['all'] + sorted(TCP_STATES, key=TCP_STATES.get)),
-            family=dict(type='str', choices=['ipv4', 'ipv6', 'both'], default='both'),
-            local_networks=dict(type='list', elements='str'),
-            remote_networks=dict(type='list', elements='str'),
-            local_ports=dict(type='list', elements='raw'),
-            remote_ports=dict(type='list', elements='raw'),
-            expect_at_least=dict(type='int'),
-        ),
-        supports_check_mode=True,
-    )
+def run(module):
+    """Count; the result (module.fail_json when expect_at_least is not met)."""
     p = module.params
-    try:
-        if p['netns'] is not None:
-            if not netns_utils.HAS_PYROUTE2:
-                module.fail_json(msg=missing_required_lib('pyroute2'),
-                                 exception=str(netns_utils.PYROUTE2_IMPORT_ERROR))
-            netns_utils.require_netns(p['netns'], 'netns')
-        states = parse_states(p['states'], 'states')
-        local_networks = parse_networks(p['local_networks'], 'local_networks')
-        remote_networks = parse_networks(p['remote_networks'], 'remote_networks')
-        local_ports = parse_ports(p['local_ports'], 'local_ports')
-        remote_ports = parse_ports(p['remote_ports'], 'remote_ports')
-        if p['expect_at_least'] is not None and p['expect_at_least'] < 0:
-            raise TestbedError('expect_at_least', 'must not be negative (got %d)'
-                               % p['expect_at_least'], 'give 0 or more')
-        start = time.monotonic()
-        detail = count_tcp_states_detail(
-            netns=p['netns'], states=states, families=FAMILIES[p['family']],
-            local_networks=local_networks, remote_networks=remote_networks,
-            local_ports=local_ports, remote_ports=remote_ports)
-        seconds = round(time.monotonic() - start, 6)
-    except (TestbedError, SockDiagError) as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
-
+    if p['netns'] is not None:
+        nsu.require_netns(p['netns'], 'netns')
+    states = sd.parse_states(p['states'], 'states')
+    if p['expect_at_least'] is not None and p['expect_at_least'] < 0:
+        raise TestbedError('expect_at_least', 'must not be negative (got %d)'
+                           % p['expect_at_least'], 'give 0 or more')
+    start = time.monotonic()
+    detail = sd.count_tcp_states_detail(
+        netns=p['netns'], states=states, families=FAMILIES[p['family']],
+        local_networks=p['local_networks'], remote_networks=p['remote_networks'],
+        local_ports=p['local_ports'], remote_ports=p['remote_ports'])
+    seconds = round(time.monotonic() - start, 6)
     counts = detail['counts']
     total = sum(counts.values())
     result = dict(changed=False, counts=counts, total=total, seconds=seconds, states=states,
@@ -245,7 +214,30 @@ def main():
             msg='expect_at_least: counted %d TCP sockets in state(s) %s%s, expected at least %d '
                 '(%d missing)' % (total, ', '.join(states), where, expected, expected - total),
             **result)
-    module.exit_json(**result)
+    return result
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            netns=dict(type='str'),
+            states=dict(type='list', elements='str', default=['established'],
+                        choices=['all'] + sorted(sd.TCP_STATES, key=sd.TCP_STATES.get)),
+            family=dict(type='str', choices=['ipv4', 'ipv6', 'both'], default='both'),
+            local_networks=dict(type='list', elements='str'),
+            remote_networks=dict(type='list', elements='str'),
+            local_ports=dict(type='list', elements='raw'),
+            remote_ports=dict(type='list', elements='raw'),
+            expect_at_least=dict(type='int'),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    nsu.fail_without_pyroute2(module, module.params['netns'] is not None)
+    run_module(module, run, what='sock_diag')
 
 
 if __name__ == '__main__':

@@ -18,7 +18,9 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENGINE = os.path.join(REPO, 'files', 'tcpscale.py')
+# The engine is a package directory, run as `python3 files/tcpscale COMMAND ...`.
+ENGINE = os.path.join(REPO, 'files', 'tcpscale')
+FILES = os.path.join(REPO, 'files')
 CLOSER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'closer.py')
 COLLECTIONS = os.path.join(REPO, '.collections')
 if COLLECTIONS not in sys.path:
@@ -26,6 +28,18 @@ if COLLECTIONS not in sys.path:
 
 HEAVY_LOCK = '/tmp/scalelab-heavy.lock'
 SERVER_ADDR = '198.18.0.1'
+
+
+def engine_package():
+    """The engine's package (tcpscale), imported from files/ with nothing written there."""
+    sys.dont_write_bytecode = True          # no files/tcpscale/__pycache__ (the roles copy it)
+    if FILES not in sys.path:
+        sys.path.insert(0, FILES)
+    import importlib
+    pkg = importlib.import_module('tcpscale')
+    for name in ('cli', 'plan', 'shm', 'system', 'supervisor', 'client', 'server', 'ipplan'):
+        importlib.import_module('tcpscale.' + name)
+    return pkg
 
 
 def run(argv, check=True, **kw):
@@ -37,8 +51,16 @@ def ns_sysctl(ns, key, value):
     run(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', '%s=%s' % (key, value)])
 
 
+def nofile_limit(nofile):
+    """preexec_fn: RLIMIT_NOFILE soft = hard = nofile (what a smaller host would give)."""
+    def preexec():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    return preexec
+
+
 class Engine(object):
-    """One tcpscale.py run (server or client) inside a namespace."""
+    """One engine run (server or client half) inside a namespace."""
 
     def __init__(self, pair, ns, role, args, workdir, nofile=None):
         self.role = role
@@ -53,11 +75,7 @@ class Engine(object):
         if role == 'server':
             argv += ['--ready-file', self.ready_file]
         self.argv = ['ip', 'netns', 'exec', ns] + argv
-        preexec = None
-        if nofile:
-            def preexec():
-                import resource
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        preexec = nofile_limit(nofile) if nofile else None
         self.err_path = os.path.join(workdir, '%s-%s.err' % (role, tag))
         self.err = open(self.err_path, 'w')
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.err,

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""files/tcpscale.py with real sockets in real network namespaces.
+"""The engine (files/tcpscale) with real sockets in real network namespaces.
 
 Counts are checked independently of the engine, with the collection's
 sock_diag counter in each namespace.
@@ -14,7 +14,7 @@ import time
 
 from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
 
-from enginelib import CLOSER, SERVER_ADDR, pids_alive, wait_gone
+from enginelib import CLOSER, SERVER_ADDR, engine_package, pids_alive, wait_gone
 
 
 def established(ns, **filters):
@@ -438,33 +438,24 @@ def test_bad_arguments_exit_2(netpair):
     assert not pids_alive([blocker.pid])
 
 
-def _engine_module():
-    import importlib.util
-    from enginelib import ENGINE
-    spec = importlib.util.spec_from_file_location('tcpscale', ENGINE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_sources_cidr_are_the_aliases_the_module_adds():
     """--sources-cidr/--sources-count/--sources-offset pick what ip_aliases adds."""
     from ansible_collections.scalelab.testbed.plugins.module_utils.addresses import (
         generate_aliases)
-    eng = _engine_module()
+    eng = engine_package()
     for cidr, count, offset in (('198.19.0.0/16', 300, 0), ('10.1.2.0/24', 5, 7),
                                 ('10.9.0.0/31', 2, 0), ('fd00:5ca1::/64', 4, 2),
                                 ('fd00:5ca1::/127', 2, 0)):
         want = [str(a.ip) for a in generate_aliases(cidr, count, offset)]
-        assert [str(a) for a in eng.sources_from_cidr(cidr, count, offset)] == want
+        assert [str(a) for a in eng.plan.sources_from_cidr(cidr, count, offset)] == want
 
 
 def test_rtt_histogram_percentiles():
-    eng = _engine_module()
-    q = [0] * eng.HIST_SLOTS
+    shm = engine_package().shm
+    q = [0] * shm.HIST_SLOTS
     for ms in [1.0] * 98 + [50.0, 50.0]:
-        eng.hist_add(q, 0, ms / 1000.0)
-    p50 = eng.hist_percentile(q, 0.50)
-    p99 = eng.hist_percentile(q, 0.99)
+        shm.hist_add(q, 0, ms / 1000.0)
+    p50 = shm.hist_percentile(q, 0.50)
+    p99 = shm.hist_percentile(q, 0.99)
     assert abs(p50 - 1.0) / 1.0 < 0.05 and abs(p99 - 50.0) / 50.0 < 0.05
-    assert eng.hist_percentile([0] * eng.HIST_SLOTS, 0.5) is None
+    assert shm.hist_percentile([0] * shm.HIST_SLOTS, 0.5) is None

@@ -138,7 +138,7 @@ def test_tarball_has_no_scratch(tarball):
 def test_tarball_ships_the_collection(tarball):
     _names, files = tar_names(tarball)
     for required in ["MANIFEST.json", "FILES.json", "README.md", "meta/runtime.yml",
-                     "files/tcpscale.py", "playbooks/site.yml", "playbooks/teardown.yml",
+                     "files/tcpscale/__main__.py", "files/tcpscale/ipplan.py", "playbooks/site.yml", "playbooks/teardown.yml",
                      "docs/tuning.md", "docs/troubleshooting.md", "CHANGELOG.rst"]:
         assert required in files, "%s missing from the tarball" % required
     expected = {p for p in repo_files() if p.split("/", 1)[0] in SHIPPED_TREES
@@ -279,13 +279,9 @@ def one_box(installed, heavy_lock):
     variables = {
         "topology_netns_server": NETNS[0], "topology_netns_client": NETNS[1],
         "topology_veth_server": "tbg-gs", "topology_veth_client": "tbg-gc",
-        "topology_state_dir": str(state), "tuning_state_dir": str(state),
-        "tuning_journal": str(state / "journal.json"), "tuning_limits_path": str(LIMITS_FILE),
-        "server_install_dir": str(opt), "server_run_dir": str(rund),
-        "client_install_dir": str(opt), "client_run_dir": str(rund),
-        "restore_install_dir": str(opt), "restore_run_dir": str(rund),
-        "report_install_dir": str(opt), "report_run_dir": str(rund),
-        "restore_state_dir": str(state), "restore_journal": str(state / "journal.json"),
+        # the paths every role shares, defined once (role scalelab.testbed.testbed)
+        "testbed_state_dir": str(state), "testbed_install_dir": str(opt),
+        "testbed_run_dir": str(rund), "tuning_limits_path": str(LIMITS_FILE),
     }
     (work / "vars.yml").write_text(yaml.safe_dump(variables))
     return {"work": work, "env": env, "state": state, "opt": opt, "run": rund,
@@ -344,6 +340,11 @@ def test_site_and_teardown_from_outside(one_box):
     must(down)
     entries = journal.get("entries", {})
     assert entries.get("sysctl"), "the run recorded no sysctl in its journal: %s" % journal
+    # one record of everything: the namespaces, veths, aliases and installed paths too
+    assert sorted(entries.get("netns", {})) == sorted(NETNS), journal
+    assert entries.get("link") and entries.get("aliases") and entries.get("path"), journal
+    for path in entries.get("path", {}):
+        assert not os.path.exists(path), "teardown left %s" % path
     # Every host value the run recorded is back (namespaced ones went with the namespaces).
     for jkey, entry in entries.get("sysctl", {}).items():
         scope, key = jkey.split("|", 1)

@@ -286,7 +286,7 @@ def test_the_client_supervisor_killed_fails_the_run_with_a_report(pristine):
 
 def test_a_failed_run_still_writes_its_report_and_fails(pristine):
     # the server half goes away: every connect is refused
-    stop = subprocess.run([sys.executable, '/opt/scalelab_testbed/tbctl.py', 'stop', '--name',
+    stop = subprocess.run([sys.executable, '/opt/scalelab_testbed/tcpscale', 'stop', '--name',
                            'server', '--run-dir', '/run/scalelab_testbed'],
                           stdout=subprocess.PIPE, check=False)
     assert json.loads(stop.stdout)['changed'] is True

@@ -8,26 +8,99 @@ The containers are reached with testinfra's podman backend directly
 reported is read from molecule's scratch directory
 (MOLECULE_EPHEMERAL_DIRECTORY): plan.json, tuning-<host>.json,
 report/report.json, host-globals.json (written by prepare).
+
+The verifier uses the collection's own code, never a copy of its rules:
+
+* on the host, plugins/module_utils is imported as the package
+  ansible_collections.scalelab.testbed (sysctl.py: key_path,
+  is_global_in_container);
+* inside a container, the module_utils files the sock_diag counter needs
+  (sockdiag.py and what it imports, found by reading the imports) are copied
+  as that package into a scratch directory and imported with PYTHONPATH set.
 """
 
+import ast
+import base64
+import io
 import json
 import os
 import pathlib
+import sys
+import tarfile
 
 import pytest
 import testinfra
 
 PROJECT = pathlib.Path(os.environ.get('MOLECULE_PROJECT_DIRECTORY')
                        or pathlib.Path(__file__).resolve().parents[3])
-SOCKDIAG = PROJECT / 'plugins' / 'module_utils' / 'sockdiag.py'
+MODULE_UTILS = PROJECT / 'plugins' / 'module_utils'
+PACKAGE = 'ansible_collections.scalelab.testbed.plugins.module_utils'
 
-# Runs the collection's own sock_diag counter inside a container: the source
-# of plugins/module_utils/sockdiag.py (standard library only when no netns
-# is named) followed by one call, its keyword arguments given as JSON.
-_SOCKDIAG_CALL = '''
-import json as _json, sys as _sys
-_sys.stdout.write(_json.dumps(count_tcp_states(**_json.loads(_sys.argv[1]))))
-'''
+if str(PROJECT / '.collections') not in sys.path:
+    sys.path.insert(0, str(PROJECT / '.collections'))
+
+# Extracts a base64 tar (argv[2]) into a directory (argv[1]), in the container.
+_UNPACK = ('import base64, io, sys, tarfile; '
+           'tar = tarfile.open(fileobj=io.BytesIO(base64.b64decode(sys.argv[2]))); '
+           'tar.extractall(sys.argv[1], **({"filter": "data"} if hasattr(tarfile, "data_filter") '
+           'else {}))')
+# One call of the collection's counter; its keyword arguments as JSON (argv[1]).
+_COUNT = ('import json, sys; '
+          'from %s.sockdiag import count_tcp_states; '
+          'sys.stdout.write(json.dumps(count_tcp_states(**json.loads(sys.argv[1]))))' % PACKAGE)
+
+
+def module_utils_closure(*names):
+    """The module_utils files names need (themselves included), by reading their imports."""
+    wanted, todo = set(), list(names)
+    while todo:
+        current = todo.pop()
+        if current in wanted:
+            continue
+        wanted.add(current)
+        tree = ast.parse((MODULE_UTILS / (current + '.py')).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == PACKAGE:
+                    todo.extend(alias.name for alias in node.names)
+                elif node.module.startswith(PACKAGE + '.'):
+                    todo.append(node.module[len(PACKAGE) + 1:].split('.')[0])
+    return sorted(wanted)
+
+
+def package_archive(names):
+    """A tar (bytes) of ansible_collections/scalelab/testbed/plugins/module_utils/<names>.py
+    with the __init__.py files that make each directory a package."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode='w') as tar:
+        def add(path, data):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        parts = PACKAGE.split('.')
+        for depth in range(1, len(parts) + 1):
+            add('/'.join(parts[:depth] + ['__init__.py']), b'')
+        for name in names:
+            add('/'.join(parts + [name + '.py']), (MODULE_UTILS / (name + '.py')).read_bytes())
+    return out.getvalue()
+
+
+def install_module_utils(host, *names):
+    """Copy names (and what they import) into a scratch directory of host; its path."""
+    directory = host.check_output('mktemp -d /tmp/scalelab-verify.XXXXXX')
+    payload = base64.b64encode(package_archive(module_utils_closure(*names))).decode()
+    host.check_output('python3 -c %s %s %s', _UNPACK, directory, payload)
+    return directory
+
+
+def make_counter(host, directory):
+    """count(**kwargs) -> {state: count}, by sockdiag.count_tcp_states inside host."""
+    def count(**kwargs):
+        out = host.check_output('env PYTHONPATH=%s python3 -c %s %s', directory, _COUNT,
+                                json.dumps(kwargs))
+        return json.loads(out)
+    return count
 
 
 def _scratch():
@@ -90,11 +163,25 @@ def host_baseline():
 
 
 @pytest.fixture(scope='session')
-def sockdiag():
-    """count(host, **kwargs) -> {state: count}, counted inside the container."""
-    source = SOCKDIAG.read_text() + _SOCKDIAG_CALL
+def sockdiag(hosts):
+    """count(host, **kwargs) -> {state: count}, counted inside the container by the
+    collection's sockdiag.py (copied in as a package, see install_module_utils)."""
+    counters, installed = {}, []
+    try:
+        def count(host, **kwargs):
+            if id(host) not in counters:
+                directory = install_module_utils(host, 'sockdiag')
+                installed.append((host, directory))
+                counters[id(host)] = make_counter(host, directory)
+            return counters[id(host)](**kwargs)
+        yield count
+    finally:
+        for host, directory in installed:
+            host.run('rm -rf %s', directory)
 
-    def count(host, **kwargs):
-        out = host.check_output('python3 -c %s %s', source, json.dumps(kwargs))
-        return json.loads(out)
-    return count
+
+@pytest.fixture(scope='session')
+def sysctl_rules():
+    """plugins/module_utils/sysctl.py, imported from the collection on the host."""
+    from ansible_collections.scalelab.testbed.plugins.module_utils import sysctl
+    return sysctl

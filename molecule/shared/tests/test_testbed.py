@@ -7,6 +7,8 @@ Each check looks at the real state (the containers' /proc/sys, their
 addresses, the kernel's socket tables through the collection's sock_diag
 counter, the host's /proc/sys) and compares it with what converge asked
 for (plan.json, tuning-<host>.json) or with the target of the scenario.
+Which keys are host-wide and where a key lives under /proc/sys come from the
+collection's sysctl.py, as the modules decide them (conftest.py).
 """
 
 import ipaddress
@@ -26,11 +28,12 @@ def _tokens(value):
     return str(value).split()
 
 
-def _is_host_wide(key):
-    """Keys a container shares with its host (not per network namespace)."""
-    return (key.startswith(('fs.', 'kernel.', 'vm.'))
-            or key in ('net.netfilter.nf_conntrack_max', 'net.netfilter.nf_conntrack_buckets',
-                       'net.nf_conntrack_max'))
+def _is_host_wide(sysctl_rules, key):
+    """Keys a container shares with its host: the modules' own rule (sysctl.py).
+
+    A container runs in a network namespace of its own, never the initial one.
+    """
+    return sysctl_rules.is_global_in_container(key, init_netns=False)
 
 
 # ----------------------------------------------------------------- sysctls
@@ -43,14 +46,15 @@ def test_tuning_ran_inside_a_container(tuning, name):
 
 
 @pytest.mark.parametrize('name', HOSTS)
-def test_namespaced_sysctls_are_set_in_the_container(hosts, tuning, name):
+def test_namespaced_sysctls_are_set_in_the_container(hosts, tuning, sysctl_rules, name):
     host = hosts[name]
     record = tuning[name]
     namespaced = {k: v for k, v in record['asked'].items() if k not in record['unavailable']}
     for key, wanted in sorted(namespaced.items()):
-        assert not _is_host_wide(key), (
+        assert not _is_host_wide(sysctl_rules, key), (
             '%s: the tuning role set the host-wide key %s from inside the container' % (name, key))
-        path = '/proc/sys/' + key.replace('.', '/')
+        # sysctl.py's mapping: a "/" in the dotted key is a "." in the path (eth0/100)
+        path = sysctl_rules.key_path(key)
         actual = host.file(path).content_string
         assert _tokens(actual) == _tokens(wanted), (
             '%s: %s is %r in the container, the tuning role asked for %r' % (name, key, actual, wanted))
@@ -64,17 +68,18 @@ def test_some_namespaced_sysctls_were_asked_for(tuning):
 
 
 @pytest.mark.parametrize('name', HOSTS)
-def test_host_wide_keys_are_reported_not_set(tuning, name):
+def test_host_wide_keys_are_reported_not_set(tuning, sysctl_rules, name):
     record = tuning[name]
     for key, reason in record['unavailable'].items():
         assert reason and isinstance(reason, str), '%s: %s is unavailable without a reason' % (name, key)
-    host_wide_asked = [k for k in record['asked'] if _is_host_wide(k)]
+    host_wide_asked = [k for k in record['asked'] if _is_host_wide(sysctl_rules, k)]
     missing = [k for k in host_wide_asked if k not in record['unavailable']]
     assert not missing, '%s: host-wide keys asked for but not reported as unavailable: %s' % (name, missing)
 
 
-def test_some_host_wide_key_was_reported(tuning):
-    reported = [k for name in HOSTS for k in tuning[name]['unavailable'] if _is_host_wide(k)]
+def test_some_host_wide_key_was_reported(tuning, sysctl_rules):
+    reported = [k for name in HOSTS for k in tuning[name]['unavailable']
+                if _is_host_wide(sysctl_rules, k)]
     assert reported, ('no host-wide key was reported as unavailable in the containers '
                       '(the scenario asks for one: tuning_extra_sysctls); got %r'
                       % {n: tuning[n]['unavailable'] for n in HOSTS})

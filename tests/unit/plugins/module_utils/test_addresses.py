@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import socket
 import struct
+import subprocess
+import uuid
 
 import pytest
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import addresses as al
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError as SpecError
-
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 IP = ipaddress.ip_address
 V4 = socket.AF_INET
@@ -57,7 +59,7 @@ def test_generate_too_small_with_offset_names_the_arithmetic():
         al.generate_aliases('192.168.0.0/24', 250, offset=10)
     assert exc.value.field == 'cidr'
     assert '254 usable host addresses' in str(exc.value)
-    assert 'offset 10 + count 250 = 260 (6 too many)' in str(exc.value)
+    assert 'offset 10 + count 250 = 260 do not fit' in str(exc.value)
     assert '/23' in str(exc.value)
 
 
@@ -66,10 +68,24 @@ def test_generate_slash31_slash32_and_ipv6():
     assert strs(al.generate_aliases('10.0.0.7/32', 1)) == ['10.0.0.7/32']
     assert strs(al.generate_aliases('fd00::/120', 2, offset=1)) == ['fd00::2/128',
                                                                     'fd00::3/128']
-    # IPv6: only the subnet-router anycast address is skipped
+    # IPv6: only the subnet-router anycast address is skipped, except in a /127
+    # (RFC 6164) and a /128: ipplan.usable_hosts, the one rule
     assert len(al.generate_aliases('fd00::/126', 3)) == 3
     with pytest.raises(SpecError):
         al.generate_aliases('fd00::/126', 4)
+    assert strs(al.generate_aliases('fd00::/127', 2)) == ['fd00::/128', 'fd00::1/128']
+    assert strs(al.generate_aliases('fd00::7/128', 1)) == ['fd00::7/128']
+
+
+def test_generation_follows_ipplan_for_every_prefix():
+    from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
+    for cidr in ('10.0.0.0/24', '10.0.0.0/30', '10.0.0.0/31', '10.0.0.9/32', 'fd00::/120',
+                 'fd00::/126', 'fd00::/127', 'fd00::5/128'):
+        first, room = ipplan.usable_hosts(cidr)
+        got = al.generate_aliases(cidr, room)
+        assert [int(a.ip) for a in got] == list(range(first, first + room)), cidr
+        with pytest.raises(SpecError):
+            al.generate_aliases(cidr, room + 1)
 
 
 def test_generate_large_count_is_arithmetic_not_iteration():
@@ -81,8 +97,10 @@ def test_generate_large_count_is_arithmetic_not_iteration():
 
 @pytest.mark.parametrize('cidr, count, offset, field, words', [
     ('10.0.0.1/24', 1, 0, 'cidr', 'host bits set'),
-    ('10.0.0.0/33', 1, 0, 'cidr', 'not a valid network'),
-    ('bogus', 1, 0, 'cidr', 'not a valid network'),
+    ('10.0.0.0/33', 1, 0, 'cidr', 'not a network in CIDR form'),
+    ('bogus', 1, 0, 'cidr', 'not a network in CIDR form'),
+    ('224.0.0.0/24', 3, 0, 'cidr', 'not a unicast host address'),
+    ('255.255.255.254/31', 2, 0, 'cidr', 'not a unicast host address'),
     ('10.0.0.0/24', 0, 0, 'count', 'at least 1'),
     ('10.0.0.0/24', 1, -1, 'offset', '0 or more'),
     ('10.0.0.0/8', al.MAX_ALIASES + 1, 0, 'count', 'limit'),
@@ -112,15 +130,18 @@ def test_desired_list_bare_ip_takes_prefix_length_or_host_prefix():
 @pytest.mark.parametrize('addresses, words', [
     (['10.1.0.1', '10.1.0.1'], 'listed twice'),
     (['10.1.0.1/24', '10.1.0.1/32'], 'different prefix lengths'),
-    (['10.1.0.300'], 'not a valid IP'),
-    (['10.1.0.1/255.255.255.0'], 'not a valid IP'),
-    (['10.1.0.1; rm -rf /'], 'not a valid IP'),
-    (['224.0.0.1'], 'multicast'),
-    (['0.0.0.0'], 'unspecified'),
-    (['::'], 'unspecified'),
-    (['255.255.255.255'], 'broadcast'),
-    (['10.1.0.1/0'], 'out of range'),
-    ([''], 'not an IP address'),
+    (['10.1.0.300'], "'10.1.0.300' is not an IP address"),
+    (['10.1.0.1/255.255.255.0'], 'the prefix must be a number of bits'),
+    (['10.1.0.1; rm -rf /'], 'is not an IP address'),
+    (['224.0.0.1'], 'not a unicast host address'),
+    (['0.0.0.0'], 'not a unicast host address'),
+    (['::'], 'not a unicast host address'),
+    (['ff02::1'], 'not a unicast host address'),
+    (['255.255.255.255'], 'not a unicast host address'),
+    (['10.1.0.1/0'], 'prefix length 0 is out of range for IPv4 (1 to 32)'),
+    (['fd00::1/129'], 'prefix length 129 is out of range for IPv6 (1 to 128)'),
+    ([''], 'is not an address'),
+    ([None], 'is not an address'),
 ])
 def test_desired_list_rejects(addresses, words):
     with pytest.raises(SpecError) as exc:
@@ -282,61 +303,193 @@ def test_summarise_folds_runs_and_limits_lines():
     assert al.diff_text([]).startswith('# 0 address(es)')
 
 
-# --- netlink encoding/decoding (no socket) ----------------------------------------
+# --- address messages (netlink.py's codec, no socket) ------------------------------
 
-def encoded(attrs, family=V4, prefixlen=32, index=7, flags=0):
-    msg = ifaddrmsg()
-    msg['family'] = family
-    msg['prefixlen'] = prefixlen
-    msg['index'] = index
-    msg['flags'] = flags
-    msg['attrs'] = attrs
-    msg['header']['type'] = al.RTM_NEWADDR
-    msg.encode()
-    return bytes(msg.data)
+def test_add_request_layout_by_hand():
+    req = al.add_request(al.Alias(IP('10.3.0.1'), 24), 7, al.Tag('proto', al.TAG_PROTO, None))
+    msg_type, flags, payload = req.msg
+    assert msg_type == al.nl.RTM_NEWADDR
+    assert flags == al.nl.NLM_F_CREATE | al.nl.NLM_F_EXCL
+    expected = struct.pack('=BBBBI', V4, 24, 0, 0, 7) + \
+        struct.pack('=HH', 8, 2) + bytes((10, 3, 0, 1)) + \
+        struct.pack('=HH', 8, 1) + bytes((10, 3, 0, 1)) + \
+        struct.pack('=HH', 5, 11) + b'\xd3\0\0\0'
+    assert payload == expected
+    assert req.key == (IP('10.3.0.1'), 24, 7)
+
+
+def test_add_request_ipv6_nodad_and_label_tag():
+    req = al.add_request(al.Alias(IP('fd00::5'), 128), 3, al.Tag('label', None, 'eth0:tb'))
+    payload = req.msg[2]
+    family, plen, flags8, scope, index = struct.unpack_from('=BBBBI', payload)
+    assert (family, plen, flags8, scope, index) == (V6, 128, al.IFA_F_NODAD, 0, 3)
+    assert b'eth0:tb' not in payload                       # IPv6 has no labels
+    req = al.add_request(al.Alias(IP('10.0.0.5'), 32), 3, al.Tag('label', None, 'eth0:tb'))
+    assert b'eth0:tb\0' in req.msg[2] and struct.pack('=HH', 5, 11) not in req.msg[2]
+    req = al.add_request(al.Alias(IP('127.0.0.9'), 32), 1, None)
+    assert struct.unpack_from('=BBBBI', req.msg[2])[3] == al.nl.RT_SCOPE_HOST
+
+
+def _as_message(payload, msg_type=al.nl.RTM_NEWADDR):
+    return al.nl.pack_message(msg_type, al.nl.NLM_F_MULTI, 9, payload)
 
 
 def test_parse_addr_message_reads_proto_label_flags():
-    data = encoded([('IFA_ADDRESS', '10.3.0.1'), ('IFA_LOCAL', '10.3.0.1'),
-                    ('IFA_LABEL', 'tbb-a:tb'), ('IFA_FLAGS', 0x81),
-                    ('IFA_PROTO', al.TAG_PROTO)], prefixlen=24)
+    packed = IP('10.3.0.1').packed
+    payload = al.addr_payload(V4, 24, 7, packed, packed, flags=0x81, proto=al.TAG_PROTO,
+                              label='tbb-a:tb')
+    data = _as_message(payload)
     addr = al.parse_addr_message(data, 0, len(data))
     assert addr.ip == IP('10.3.0.1') and addr.prefixlen == 24 and addr.index == 7
     assert addr.proto == al.TAG_PROTO and addr.label == 'tbb-a:tb'
     assert addr.flags == 0x81 and addr.secondary
 
 
-def test_parse_addr_message_ipv6_without_local():
-    data = encoded([('IFA_ADDRESS', 'fd00::5')], family=V6, prefixlen=64)
+def test_parse_addr_message_ipv6_without_local_and_peer():
+    payload = struct.pack('=BBBBI', V6, 64, 0, 0, 4) + al.nl.pack_attr(1, IP('fd00::5').packed)
+    data = _as_message(payload)
     addr = al.parse_addr_message(data, 0, len(data))
-    assert addr.ip == IP('fd00::5') and addr.proto == 0 and addr.label is None
+    assert addr.ip == addr.peer == IP('fd00::5') and addr.proto == 0 and addr.label is None
+    # point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer
+    payload = al.addr_payload(V4, 32, 4, IP('10.0.0.1').packed, IP('10.0.0.2').packed)
+    data = _as_message(payload)
+    addr = al.parse_addr_message(data, 0, len(data))
+    assert (addr.ip, addr.peer) == (IP('10.0.0.1'), IP('10.0.0.2'))
 
 
-@pytest.mark.parametrize('family, ip', [(V4, '10.9.8.7'), (V6, 'fd00:1::77')])
-def test_template_patches_address_and_seq_round_trip(family, ip):
-    tpl = al._Template(al.RTM_NEWADDR, al.NLM_F_REQUEST | al.NLM_F_ACK, family, 30,
-                       5, 0, al.IFA_F_NODAD if family == V6 else 0, al.TAG_PROTO, None)
-    buf = bytearray(tpl.data * 2)
-    packed = IP(ip).packed
-    tpl.patch(buf, len(tpl.data), packed, packed, 4242)
-    msg = ifaddrmsg(bytes(buf[len(tpl.data):]))
-    msg.decode()
-    assert msg.get_attr('IFA_LOCAL') == ip and msg.get_attr('IFA_ADDRESS') == ip
-    assert msg.get_attr('IFA_PROTO') == al.TAG_PROTO
-    assert msg['header']['sequence_number'] == 4242
-    assert msg['prefixlen'] == 30 and msg['index'] == 5
-    # the first copy is untouched
-    assert bytes(buf[:len(tpl.data)]) == tpl.data
+def test_restore_and_inverse_requests():
+    gone = ka('10.0.0.2/24', index=5, proto=al.TAG_PROTO, flags=al.IFA_F_SECONDARY | 0x80)
+    req = al.restore_request(gone)
+    family, plen, flags8, _scope, index = struct.unpack_from('=BBBBI', req.msg[2])
+    assert (family, plen, index) == (V4, 24, 5)
+    assert flags8 == 0x80                                  # secondary is the kernel's to set
+    assert struct.pack('=HH', 5, 11) + b'\xd3' in req.msg[2]
+    inverse = al._inverse(al.add_request(al.Alias(IP('10.0.0.9'), 32), 5, None))
+    assert inverse.kind == 'del' and inverse.msg[0] == al.nl.RTM_DELADDR
 
 
-def test_parse_ack_error_with_ext_ack_message():
-    text = b'Invalid prefix\0'
-    tlv = struct.pack('=HH', 4 + len(text), al.NLMSGERR_ATTR_MSG) + text
-    tlv += b'\0' * (-len(tlv) % 4)
-    request_hdr = struct.pack('=IHHII', 40, al.RTM_NEWADDR, 5, 77, 0)
-    body = struct.pack('=i', -22) + request_hdr + tlv
-    msg = struct.pack('=IHHII', 16 + len(body), al.NLMSG_ERROR,
-                      al.NLM_F_ACK_TLVS | 0x100, 77, 0) + body
-    code, seq, message = al._parse_ack(msg, 0, len(msg), al.NLM_F_ACK_TLVS | 0x100)
-    assert (code, seq, message) == (22, 77, 'Invalid prefix')
-    assert 'EINVAL' in str(al.AckError(code, message))
+# --- the real kernel (root; a throw-away namespace) -----------------------------------
+
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def ns():
+    if not ROOT:
+        pytest.skip('needs root (a network namespace and a veth)')
+    name = 'tbb-al-%s' % uuid.uuid4().hex[:8]
+    subprocess.run(['ip', 'netns', 'add', name], check=True)
+    try:
+        subprocess.run(['ip', '-n', name, 'link', 'add', 'tbb-al0', 'type', 'veth', 'peer',
+                        'name', 'tbb-al1'], check=True)
+        subprocess.run(['ip', '-n', name, 'addr', 'add', '10.66.9.9/32', 'dev', 'tbb-al1'],
+                       check=True)
+        yield name
+    finally:
+        subprocess.run(['ip', 'netns', 'delete', name], check=False)
+
+
+@pytest.fixture
+def journal(tmp_path):
+    return str(tmp_path / 'state' / 'journal.json')
+
+
+def kernel(name, dev='tbb-al0'):
+    out = subprocess.run(['ip', '-j', '-n', name, 'addr', 'show', 'dev', dev], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return sorted('%s/%d' % (a['local'], a['prefixlen'])
+                  for a in json.loads(out)[0].get('addr_info', [])
+                  if not a['local'].startswith('fe80:'))
+
+
+def entries(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)['entries']
+
+
+def sysctl(name, key, value):
+    subprocess.run(['ip', 'netns', 'exec', name, 'sysctl', '-q', '-w', '%s=%s' % (key, value)],
+                   check=True)
+
+
+def test_session_dump_agrees_with_ip(ns, journal):
+    al.ensure('tbb-al0', ns, addresses=['10.66.0.1', '10.66.0.2/24', 'fd00:66::1'],
+              journal=journal)
+    with al.AddressSession(ns) as session:
+        links = session.links()
+        index = al.find_index(links, 'tbb-al0')
+        mine = [a for a in session.addresses() if a.index == index
+                and a.ip not in ipaddress.ip_network('fe80::/10')]
+    assert set(links.values()) >= {'lo', 'tbb-al0', 'tbb-al1'}
+    assert sorted(str(a) for a in mine) == kernel(ns)
+    assert all(a.proto == al.TAG_PROTO for a in mine)
+
+
+def test_ensure_records_once_and_forgets_when_none_of_ours_is_left(ns, journal):
+    key = '%s|tbb-al0' % ns
+    r = al.ensure('tbb-al0', ns, cidr='10.67.0.0/24', count=20, journal=journal)
+    assert r['changed'] and r['count'] == 20 and kernel(ns)[0] == '10.67.0.1/32'
+    first = entries(journal)['aliases'][key]
+    assert first['previous'] is None
+    r = al.ensure('tbb-al0', ns, cidr='10.67.0.0/24', count=30, journal=journal)
+    assert r['added'] == ['10.67.0.%d/32' % i for i in range(21, 31)]
+    assert entries(journal)['aliases'][key] == first          # the first record stays
+    # check mode changes and records nothing
+    r = al.ensure('tbb-al0', ns, state='absent', purge=True, journal=journal, check_mode=True)
+    assert r['changed'] and r['count'] == 0 and len(kernel(ns)) == 30
+    assert entries(journal)['aliases'][key] == first
+    r = al.ensure('tbb-al0', ns, state='absent', purge=True, journal=journal)
+    assert r['changed'] and len(r['removed']) == 30 and kernel(ns) == []
+    assert entries(journal) is None and not os.path.exists(os.path.dirname(journal))
+
+
+def test_failed_addition_leaves_kernel_and_journal_as_they_were(ns, journal):
+    sysctl(ns, 'net.ipv6.conf.tbb-al0.disable_ipv6', 1)
+    with pytest.raises(SpecError) as exc:
+        al.ensure('tbb-al0', ns, addresses=['10.69.0.1', '10.69.0.2', '10.69.0.3', 'fd00:69::1'],
+                  journal=journal)
+    text = str(exc.value)
+    assert exc.value.field == 'addresses'
+    assert 'add 4 address(es) to tbb-al0 in netns %s failed: fd00:69::1/128: ' % ns in text
+    assert 'errno' in text and 'the 3 address(es) added before it were removed again' in text
+    assert kernel(ns) == [] and entries(journal) is None
+    assert not os.path.exists(os.path.dirname(journal))
+
+
+def test_failed_addition_puts_back_what_the_purge_removed(ns, journal):
+    al.ensure('tbb-al0', ns, addresses=['10.70.0.1', '10.70.0.2'], journal=journal)
+    before = entries(journal)
+    sysctl(ns, 'net.ipv6.conf.tbb-al0.disable_ipv6', 1)
+    with pytest.raises(SpecError) as exc:
+        al.ensure('tbb-al0', ns, addresses=['10.70.0.3', 'fd00:70::1'], purge=True,
+                  journal=journal)
+    assert 'undid 1 earlier change(s): remove 2 address(es) from tbb-al0' in str(exc.value)
+    assert exc.value.rolled_back
+    assert kernel(ns) == ['10.70.0.1/32', '10.70.0.2/32'] and entries(journal) == before
+    with al.AddressSession(ns) as session:
+        assert all(a.proto == al.TAG_PROTO for a in session.addresses()
+                   if str(a).startswith('10.70.'))   # still ours: purge finds them again
+    r = al.ensure('tbb-al0', ns, state='absent', purge=True, journal=journal)
+    assert len(r['removed']) == 2 and entries(journal) is None
+
+
+def test_remove_tagged_for_restore(ns, journal):
+    al.ensure('tbb-al0', ns, cidr='10.71.0.0/24', count=50, journal=journal)
+    subprocess.run(['ip', '-n', ns, 'addr', 'add', '10.71.1.1/32', 'dev', 'tbb-al0'], check=True)
+    assert al.remove_tagged(ns, 'tbb-al0') == 50
+    assert kernel(ns) == ['10.71.1.1/32']                 # not ours: left alone
+    assert al.remove_tagged(ns, 'tbb-al0') == 0
+    assert al.remove_tagged(ns, 'tbb-al-gone') == 0
+    assert al.remove_tagged('tbb-al-no-such-ns', 'tbb-al0') == 0
+
+
+def test_missing_interface_and_namespace(ns, journal):
+    with pytest.raises(SpecError) as exc:
+        al.ensure('tbb-al-nope', ns, addresses=['10.72.0.1'], journal=journal)
+    assert "interface 'tbb-al-nope' does not exist in network namespace" in str(exc.value)
+    with pytest.raises(SpecError) as exc:
+        al.ensure('tbb-al0', 'tbb-al-no-such-ns', addresses=['10.72.0.1'], journal=journal)
+    assert exc.value.field == 'netns' and 'does not exist' in str(exc.value)
+    assert entries(journal) is None

@@ -61,7 +61,7 @@ def test_namespace_names_with_metacharacters_rejected(name):
     (dict(VETH, mtu=67), 'veths[0].mtu', 'outside'),
     (dict(VETH, state='sideways'), 'veths[0].state', 'up or down'),
     (dict(VETH, addresses=['10.5.0.1/24', '10.5.0.1/25']), 'veths[0].addresses', 'twice'),
-    (dict(VETH, peer_addresses=['10.5.0.999/24']), 'veths[0].peer_addresses', 'not a valid'),
+    (dict(VETH, peer_addresses=['10.5.0.999/24']), 'veths[0].peer_addresses', 'not an IP address'),
     (dict(VETH, addresses=['224.1.1.1/24']), 'veths[0].addresses', 'unicast'),
 ])
 def test_veth_input_rejected(veth, field, words):
@@ -248,3 +248,26 @@ def test_state_dict_lists_links_peers_routes():
     assert st['links'][1]['peer'] == 'tbb-u1'
     assert st['peers'][0]['name'] == 'tbb-u1' and st['peers'][0]['state'] == 'up'
     assert st['routes'] == [{'dst': '0.0.0.0/0', 'gateway': '10.5.0.2', 'dev': 'tbb-u0'}]
+
+
+def test_absent_deletes_a_pair_inside_the_namespace_once():
+    links = {'lo': link('lo', 1, kind=None),
+             'tbb-p0': link('tbb-p0', 2, peer_index=3, elsewhere=False),
+             'tbb-p1': link('tbb-p1', 3, peer_index=2, elsewhere=False),
+             'tbb-h0': link('tbb-h0', 4, peer_index=9)}
+    assert kinds(lk.plan_netns(spec(state='absent'), True, links, {}, [], ['tbb-u'])) == [
+        ('del_link', 'tbb-u', 'tbb-p0'), ('del_link', 'tbb-u', 'tbb-h0'),
+        ('del_ns', 'tbb-u', None)]
+
+
+@pytest.mark.parametrize('value, words', [
+    ('10.5.0.1/255.255.255.0', 'number of bits'),
+    ('10.5.0.1/33', 'out of range'),
+    ('::/64', 'not a unicast host address'),
+    (7, 'is not an address'),
+])
+def test_addresses_follow_ipplan(value, words):
+    with pytest.raises(SpecError) as exc:
+        lk.parse_ifaddress(value, 'veths[0].addresses')
+    assert words in str(exc.value)
+    assert str(lk.parse_ifaddress('fd00::1', 'x')) == 'fd00::1/128'

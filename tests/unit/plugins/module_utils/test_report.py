@@ -196,3 +196,13 @@ def test_report_html_renders_the_verdict_the_losses_and_a_valid_svg():
     assert 'Why the run failed' in html and 'lost worker s3 (pid 4242' in html
     assert 'class="drops"' in svg and 'class="lost"' in svg
     assert 'peer_closed 400' in html and 'Workers lost during the run' in html
+
+
+def test_the_timeline_columns_are_the_engines():
+    import importlib.util
+    from testlib import REPO
+    path = os.path.join(REPO, 'files', 'tcpscale', 'shm.py')
+    spec = importlib.util.spec_from_file_location('engine_shm', path)
+    shm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shm)
+    assert shm.TIMELINE_COLUMNS == rp.TIMELINE_COLUMNS

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import random
 import socket
@@ -25,7 +26,7 @@ import struct
 import pytest
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import sockdiag as sd
-from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import SockDiagError
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError as SpecError
 
 OP = struct.Struct('=BBH')
 HC = struct.Struct('=BBxxi')
@@ -46,7 +47,7 @@ def test_parse_states_all_and_order():
 
 @pytest.mark.parametrize('bad', [['establised'], ['bogus', 'listen'], []])
 def test_parse_states_rejects(bad):
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         sd.parse_states(bad)
     assert exc.value.field == 'states'
     assert exc.value.fix
@@ -57,7 +58,7 @@ def test_parse_families():
     assert sd.parse_families('both') == ('inet', 'inet6')
     assert sd.parse_families(['ipv6']) == ('inet6',)
     assert sd.parse_families(('inet', 'inet', socket.AF_INET6)) == ('inet', 'inet6')
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         sd.parse_families(['ipx'], 'family')
     assert exc.value.field == 'family'
 
@@ -71,12 +72,14 @@ def test_parse_port_ok(value, expected):
 
 
 @pytest.mark.parametrize('value,needle', [
-    (70000, 'out of range'), ('65536', 'out of range'), (-1, 'out of range'),
-    ('2000-1000', '"1000-2000"'), ('a-b', 'neither'), ('1-2-3', 'neither'), ('', 'neither'),
-    (True, 'neither'), (1.5, 'neither'), ((1, 'x'), 'neither'), ('80;rm', 'neither'),
+    (70000, 'ports go from 0 to 65535'), ('65536', 'ports go from 0 to 65535'),
+    (-1, 'ports go from 0 to 65535'), ((1, 70000), 'ports go from 0 to 65535'),
+    ('2000-1000', 'write the range as "1000-2000"'), ((9, 3), 'write the range as "3-9"'),
+    ('a-b', 'not a port'), ('1-2-3', 'not a port'), ('', 'not a port'),
+    (True, 'not a port'), (1.5, 'not a port'), ((1, 'x'), 'not a port'), ('80;rm', 'not a port'),
 ])
 def test_parse_port_rejects(value, needle):
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         sd.parse_port(value, 'remote_ports')
     assert exc.value.field == 'remote_ports'
     assert needle in str(exc.value)
@@ -89,7 +92,7 @@ def test_parse_ports_merges_and_drops_full_range():
     assert sd.parse_ports([(5, 100), (50, 60)], 'x') == [(5, 100)]
     assert sd.parse_ports(['0-40000', '40001-65535'], 'x') is None
     assert sd.parse_ports(8080, 'x') == [(8080, 8080)]
-    with pytest.raises(SockDiagError):
+    with pytest.raises(SpecError):
         sd.parse_ports([], 'x')
 
 
@@ -97,11 +100,11 @@ def test_parse_networks():
     nets = sd.parse_networks(['10.0.0.0/8', '192.0.2.7', 'fd00::/64', '10.0.0.0/8'], 'n')
     assert [str(n) for n in nets] == ['10.0.0.0/8', '192.0.2.7/32', 'fd00::/64']
     assert sd.parse_networks(None, 'n') is None
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         sd.parse_networks(['10.1.2.3/8'], 'local_networks')
     assert exc.value.field == 'local_networks' and '10.0.0.0/8' in str(exc.value)
     for bad in (['10.0.0.0/33'], ['nope'], ['10.0.0.0/8; reboot'], []):
-        with pytest.raises(SockDiagError):
+        with pytest.raises(SpecError):
             sd.parse_networks(bad, 'remote_networks')
 
 
@@ -179,7 +182,7 @@ def test_bytecode_family_planning():
 
 def test_bytecode_too_large_is_refused():
     ports = [(p, p) for p in range(1, 8000, 2)]
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         sd.build_bytecode('inet', local_ports=ports)
     assert exc.value.field == 'filter'
 
@@ -441,7 +444,7 @@ def test_parse_uniform_fast_path_multipart_then_done():
     result = _parse([d1, d2])
     assert result.done and not result.error and not result.interrupted
     assert _states(result) == {'established': 250, 'close_wait': 3}
-    assert result.messages == 253
+    assert result.count == 253
 
 
 def test_parse_mixed_lengths_slow_path_matches_fast_path():
@@ -460,12 +463,12 @@ def test_parse_combined_dump_message_type():
 
 def test_parse_done_with_error_and_nlmsg_error():
     result = _parse([_msg(V4) * 2 + _done(error=-16)])
-    assert result.done and result.error == -16
+    assert result.done and result.error == 16
     result = _parse([_error(error=-22)])
-    assert result.done and result.error == -22
+    assert result.done and result.error == 22
     # an acknowledgement (error 0) is not an error and does not end the dump
     result = _parse([_error(error=0) + _msg(V4) * 2, _done()])
-    assert result.done and not result.error and result.messages == 2
+    assert result.done and not result.error and result.count == 2
 
 
 def test_parse_dump_intr_flag():
@@ -477,13 +480,13 @@ def test_parse_dump_intr_flag():
 
 def test_parse_ignores_foreign_sequence_numbers():
     result = _parse([_msg(V4, seq=3) * 4 + _msg(V4, seq=7) * 2 + _done(seq=3), _done()])
-    assert result.done and result.messages == 2
+    assert result.done and result.count == 2
 
 
 def test_parse_malformed_length():
     bad = bytearray(_msg(V4) * 2)
     struct.pack_into("=I", bad, len(_msg(V4)), 9999)
-    with pytest.raises(SockDiagError) as exc:
+    with pytest.raises(SpecError) as exc:
         _parse([bytes(bad)])
     assert exc.value.field == 'dump'
 
@@ -532,3 +535,39 @@ def test_real_dump_counts_own_loopback_connections():
     finally:
         for s in clients + servers + [lst]:
             s.close()
+
+
+# ---------------------------------------------------------------------------
+# failures of the socket itself end in a TestbedError naming the cause
+# ---------------------------------------------------------------------------
+
+def test_a_namespace_that_vanished_is_a_clean_error():
+    import os
+    import subprocess
+    import uuid
+    if os.geteuid() != 0:
+        pytest.skip('needs root (a network namespace)')
+    name = 'tbc-sd-%s' % uuid.uuid4().hex[:8]
+    subprocess.run(['ip', 'netns', 'add', name], check=True)
+    try:
+        subprocess.run(['umount', '/var/run/netns/' + name], check=True)   # listed, no namespace
+        with pytest.raises(SpecError) as exc:
+            sd.count_tcp_states(netns=name)
+        assert exc.value.field == 'netns'
+        assert 'EINVAL (errno 22' in str(exc.value)
+    finally:
+        subprocess.run(['ip', 'netns', 'delete', name], check=False)
+    with pytest.raises(SpecError) as exc:
+        sd.count_tcp_states(netns=name)
+    assert exc.value.field == 'netns' and 'does not exist' in str(exc.value)
+
+
+def test_dump_errors_become_testbed_errors():
+    # a real NETLINK_SOCK_DIAG socket, asked for a dump the kernel refuses
+    # (a family sock_diag has no handler for): the NetlinkError names it
+    from ansible_collections.scalelab.testbed.plugins.module_utils import netlink as nl
+    with nl.NetlinkSocket(nl.NETLINK_SOCK_DIAG) as sock:
+        payload = sd.REQ_V2_HEAD.pack(250, sd.IPPROTO_TCP, 0, 2) + b'\0' * sd.SOCKID_LEN
+        with pytest.raises(nl.NetlinkError) as exc:
+            sock.dump(sd.SOCK_DIAG_BY_FAMILY, payload, sd.parse_datagram, sd.DumpResult)
+    assert exc.value.op == 'dump' and exc.value.errno == errno.EINVAL

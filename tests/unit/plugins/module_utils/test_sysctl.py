@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -295,28 +294,3 @@ def test_persist_overrides_only_later_files():
 
 def test_render_values():
     assert sc.render_values({'b': ['1'], 'a': ['1024', '65535']}) == 'a = 1024 65535\nb = 1\n'
-
-
-# ----------------------------------------------- rollback (real files)
-
-def test_apply_changes_rolls_back_in_reverse(tmp_path):
-    """The apply/rollback loop against real files in a scratch tree.
-
-    The third key is a directory, so its write fails for real (EISDIR); the
-    two written before it must be put back to their old values.
-    """
-    root = str(tmp_path)
-    os.makedirs(os.path.join(root, 'net', 'core'))
-    for name, value in (('a', '1'), ('b', '2')):
-        with open(os.path.join(root, 'net', 'core', name), 'w') as f:
-            f.write(value)
-    os.makedirs(os.path.join(root, 'net', 'core', 'c'))
-    changes = [('net.core.a', ['1'], ['10']), ('net.core.b', ['2'], ['20']), ('net.core.c', ['3'], ['30'])]
-    with pytest.raises(sc.ApplyError) as err:
-        sc.apply_changes(changes, root=root)
-    assert err.value.key == 'net.core.c'
-    assert 'EISDIR' in str(err.value) and 'put back: net.core.a, net.core.b' in str(err.value)
-    assert sc.read_tokens('net.core.a', root) == ['1']
-    assert sc.read_tokens('net.core.b', root) == ['2']
-    assert sc.apply_changes(changes[:2], root=root) == changes[:2]
-    assert sc.read_tokens('net.core.b', root) == ['20']

@@ -1,0 +1,803 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The client half: workers that open and hold connections, and their supervisor.
+
+Workers are started a few at a time (one per core); each opens its quota
+with non-blocking connects (bound to a source alias with
+IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port per 4-tuple at connect
+time and one source address is not capped at the local port range), many
+handshakes in flight, then holds; the next worker starts when one is done.
+Connection k of the whole run goes to tuple k mod T over sources x
+destinations x ports, so every tuple carries the same share.
+"""
+
+import array
+import errno
+import heapq
+import os
+import random
+import select
+import socket
+import _socket
+import time
+
+from . import VERSION
+from .plan import RESERVE_FDS, ClientPlan, tuple_at
+from .shm import (ERR_BASE, F_ATTEMPTS, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST,
+                  F_DROPPED, F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT,
+                  F_PEAK, F_PID, F_QUOTA, F_RATE, F_STATE, F_STOP, F_TOTAL, HIST_BASE, PEER_CLOSED,
+                  PEER_RESET, SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED,
+                  ST_STARTING, TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge,
+                  hist_percentile, publish_cpu)
+from .supervisor import Supervisor, finish, fork_worker
+from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
+                     SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
+                     write_json_atomic)
+
+HB_BURST = 32               # heartbeats a client worker sends in one pass (small: RTT fidelity)
+CONNECT_BATCH = 256         # connects started in one pass of a worker's loop at most
+INF = float('inf')
+
+
+# =========================================================== worker
+
+def sock_error(fd):
+    """SO_ERROR of a bare descriptor (the descriptor stays open)."""
+    s = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+    try:
+        return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    finally:
+        s.detach()
+
+
+def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
+    """The body of a forked client worker (see ClientWorker)."""
+    return ClientWorker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w).run()
+
+
+class ClientWorker(object):
+    """Opens connections start_g .. start_g + quota - 1 of the run, then holds them.
+
+    Each connection is a bare descriptor in an array('i') (no socket object),
+    watched by one epoll. One pass of the loop: open what the rate and the
+    in-flight cap allow, wait for events, handle them, expire handshakes
+    that took too long, send the heartbeats that are due, publish the counts.
+    Each phase is a method that binds what it uses to locals once per pass: a
+    worker makes about one pass per 250 connections while it connects, so the
+    calls of a pass cost nothing measurable. The per-connection work stays
+    inline in connect() and dispatch(): with a method call per connect and per
+    event instead, the Python around the system calls cost 1.52 instead of
+    1.06 us per connection (+44%; a replay of 200,000 connects with fake
+    sockets and epoll, min of 7 runs; the one-function worker of 1.0.0: 1.09),
+    and the workers' user CPU in alternating end-to-end runs at 200,000
+    connections was 3.30 instead of 2.15 us per connection (median of 6).
+    """
+
+    def __init__(self, parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
+        self.parent_pid = parent_pid
+        self.wake_r, self.flags = child_setup(parent_pid, 'tcpscale-c%d' % slot)
+        self.plan = plan
+        self.q, self.d = shm.q, shm.d
+        self.b = b = slot * SLOT_WORDS
+        self.err_base = b + ERR_BASE
+        self.hist_base = b + HIST_BASE
+        self.quota = quota
+        self.notify_w = notify_w
+        self.q[b + F_PID] = os.getpid()
+        self.q[b + F_QUOTA] = quota
+        self.q[b + F_STATE] = ST_ACTIVE
+        self.epoll = select.epoll(1024)
+        self.epoll.register(self.wake_r, select.EPOLLIN)
+        self.fds = array.array('i')                             # held connections
+        self.pos = array.array('i', [0]) * (plan.nofile + 2)    # fd -> index in fds + 1
+        self.inflight = {}                                      # fd -> (g, attempt, started)
+        self.retry_heap = []                                    # (due, g, attempt)
+        self.hb_pending = {}                                    # fd -> heartbeat sent at
+        self.rbufs = [bytearray(65536)]
+        self.retries = args.retries
+        self.timeout = args.timeout
+        self.hb_interval = args.heartbeat_interval
+        self.next_g = start_g
+        self.end_g = start_g + quota
+        self.est = self.peak = self.total = self.attempts = self.failed = 0
+        self.dropped = self.drop_rst = self.hb_cursor = self.hb_sent = self.hb_recv = 0
+        self.tokens = self.hb_budget = 0.0
+        self.last = self.last_scan = self.last_ppid = self.last_hb = time.monotonic()
+        self.hb_start = INF
+        self.done = False
+
+    def run(self):
+        self.loop()
+        self.close_all()
+        return 0
+
+    def loop(self):
+        q, b, flags = self.q, self.b, self.flags
+        poll = self.epoll.poll
+        monotonic = time.monotonic
+        heartbeats = self.hb_interval > 0
+        while True:
+            now = monotonic()
+            if flags['stop'] or q[b + F_STOP]:
+                break
+            if now - self.last_ppid > 0.5 and self.orphaned(now):
+                break
+            if not self.done:
+                self.open_connections(now)
+            self.last = now
+            events = poll(self.poll_timeout(now), 4096)
+            now = monotonic()
+            if events:
+                self.dispatch(events, now)
+            if self.inflight and now - self.last_scan > 0.1:
+                self.expire(now)
+            if heartbeats and self.fds and now >= self.hb_start:
+                self.heartbeat(now)
+            self.publish()
+
+    def orphaned(self, now):
+        """Every half second: publish the CPU time; whether the supervisor is gone."""
+        self.last_ppid = now
+        publish_cpu(self.q, self.b)
+        return os.getppid() != self.parent_pid
+
+    # --- opening
+    def open_connections(self, now):
+        """Start due retries, then new connections, within the rate and in-flight caps."""
+        q, b = self.q, self.b
+        rate = self.d[b + F_RATE]
+        room = int(q[b + F_INFL_CAP]) - len(self.inflight)
+        if rate > 0:
+            self.tokens = min(self.tokens + (now - self.last) * rate, max(1.0, rate * 0.02))
+            room = min(room, int(self.tokens))
+        if room > CONNECT_BATCH:
+            room = CONNECT_BATCH
+        n = 0
+        retry_heap = self.retry_heap
+        if room > 0 and retry_heap and retry_heap[0][0] <= now:
+            due = []
+            while len(due) < room and retry_heap and retry_heap[0][0] <= now:
+                _t, g, attempt = heapq.heappop(retry_heap)
+                due.append((g, attempt))
+            self.connect(due, now)
+            n = len(due)
+        k = min(room - n, self.end_g - self.next_g)
+        if k > 0:
+            g0 = self.next_g
+            self.next_g = g0 + k
+            self.connect([(g, 0) for g in range(g0, g0 + k)], now)
+            n += k
+        if rate > 0:
+            self.tokens -= n
+
+    def connect(self, todo, now):
+        """One non-blocking connect per (g, attempt) in todo (connection g, its retry attempt)."""
+        plan = self.plan
+        segments = plan.segments
+        single = len(segments) == 1
+        seg_af, _t, seg_src, seg_dst = segments[0]
+        tuples = plan.tuples
+        nsrc, nports, plo = len(seg_src), plan.nports, plan.plo
+        ndst = len(seg_dst) * nports
+        new_socket = _socket.socket
+        nonblock_stream = socket.SOCK_STREAM | SOCK_NONBLOCK
+        sol_ip = socket.IPPROTO_IP
+        einprogress = errno.EINPROGRESS
+        register = self.epoll.register
+        conn_mask = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        inflight = self.inflight
+        fail = self.fail
+        for g, attempt in todo:
+            p = (g + attempt) % tuples
+            if single:
+                # destinations (address x port) first, then sources (see plan.tuple_at)
+                d = p % ndst
+                af = seg_af
+                src = seg_src[(p // ndst) % nsrc]
+                dst = (seg_dst[d // nports], plo + d % nports)
+            else:
+                af, src, daddr, dport = tuple_at(p, segments, nports, plo)
+                dst = (daddr, dport)
+            try:
+                s = new_socket(af, nonblock_stream)
+            except OSError as exc:
+                fail(g, attempt, exc.errno or 0, now)
+                continue
+            try:
+                s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.bind((src, 0))
+                err = s.connect_ex(dst)
+            except OSError as exc:
+                err = exc.errno or 0
+            if err == einprogress or err == 0:
+                fd = s.detach()
+                register(fd, conn_mask)
+                inflight[fd] = (g, attempt, now)
+            else:
+                s.close()
+                fail(g, attempt, err, now)
+        self.attempts += len(todo)
+
+    def fail(self, g, attempt, err, now):
+        """A connect failed with err: count it, retry later (exponential backoff) or give up."""
+        self.q[self.err_base + err_slot(err)] += 1
+        if attempt < self.retries:
+            delay = min(10.0, 0.2 * (2 ** attempt)) * (0.5 + random.random())
+            heapq.heappush(self.retry_heap, (now + delay, g, attempt + 1))
+        else:
+            self.failed += 1
+
+    # --- waiting
+    def poll_timeout(self, now):
+        """How long the next poll may wait (s)."""
+        if self.done:
+            if self.hb_interval <= 0:
+                return 1.0
+            if self.hb_budget >= 1:
+                return 0
+            return min(0.1, max(0.001, self.hb_interval / max(1, len(self.fds)) * HB_BURST))
+        if self.inflight or self.retry_heap or self.next_g < self.end_g:
+            b = self.b
+            if self.next_g < self.end_g and len(self.inflight) < self.q[b + F_INFL_CAP]:
+                rate = self.d[b + F_RATE]
+                tmo = 0 if rate <= 0 or self.tokens >= 1 else min(0.05, (1 - self.tokens) / rate)
+            else:
+                tmo = 0.05
+            if self.retry_heap:
+                tmo = min(tmo, max(0.0, self.retry_heap[0][0] - now))
+            return tmo
+        return 0
+
+    # --- events
+    def dispatch(self, events, now):
+        """Handshakes that completed or failed, heartbeat echoes, connections the peer ended."""
+        inflight_pop = self.inflight.pop
+        fds = self.fds
+        fds_append = fds.append
+        pos = self.pos
+        wake_r = self.wake_r
+        bad_mask = select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
+        in_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
+        readv = os.readv
+        rbufs = self.rbufs
+        hb_pending_pop = self.hb_pending.pop
+        q, hist_base = self.q, self.hist_base
+        est = self.est
+        opened = 0
+        hb_recv = 0
+        for fd, ev in events:
+            st = inflight_pop(fd, None)
+            if st is not None:
+                if ev & bad_mask:
+                    self.connect_failed(fd, st, now)
+                else:
+                    fds_append(fd)
+                    pos[fd] = len(fds)
+                    opened += 1
+                continue
+            if fd == wake_r:
+                drain(wake_r)
+                continue
+            if ev & in_mask:
+                # echo of a heartbeat, or the end of the connection
+                try:
+                    n = readv(fd, rbufs)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    est -= self.drop(fd, True)
+                    continue
+                if n == 0:
+                    est -= self.drop(fd, False)
+                    continue
+                t = hb_pending_pop(fd, None)
+                if t is not None:
+                    hb_recv += 1
+                    hist_add(q, hist_base, now - t)
+        est += opened
+        self.est = est
+        self.total += opened
+        self.hb_recv += hb_recv
+        if est > self.peak:
+            self.peak = est
+        if opened and self.hb_start == INF:
+            self.hb_start = self.last_hb = now + self.hb_interval
+
+    def connect_failed(self, fd, st, now):
+        """A handshake ended in an error (SO_ERROR says which): close, count, maybe retry."""
+        try:
+            err = sock_error(fd) or errno.ECONNRESET
+        except OSError as exc:
+            err = exc.errno or errno.ECONNRESET
+        os.close(fd)
+        self.fail(st[0], st[1], err, now)
+
+    def drop(self, fd, reset):
+        """The peer ended a held connection: FIN (reset False) or RST (reset True).
+
+        Returns 1 when fd was held (the caller's count of established goes down), else 0.
+        """
+        pos, fds = self.pos, self.fds
+        i = pos[fd] - 1
+        if i < 0:
+            return 0
+        lastfd = fds[-1]
+        fds[i] = lastfd
+        pos[lastfd] = i + 1
+        fds.pop()
+        pos[fd] = 0
+        self.hb_pending.pop(fd, None)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        self.dropped += 1
+        if reset:
+            self.drop_rst += 1
+        return 1
+
+    def expire(self, now):
+        """Handshakes older than --timeout fail with ETIMEDOUT (scanned every 100 ms)."""
+        self.last_scan = now
+        limit = now - self.timeout
+        inflight = self.inflight
+        for fd, st in list(inflight.items()):
+            if st[2] <= limit:
+                del inflight[fd]
+                os.close(fd)
+                self.fail(st[0], st[1], errno.ETIMEDOUT, now)
+
+    def heartbeat(self, now):
+        """Every connection gets one heartbeat per interval, the first about one interval
+        after it was established (a worker opens its quota within a second or two, so its
+        first connection's time stands for all of them). At most HB_BURST per pass, each
+        stamped when sent, so the echoes of a burst do not wait behind a long burst and the
+        RTT stays honest."""
+        fds = self.fds
+        nf = len(fds)
+        self.hb_budget += nf * min(1.0, now - self.last_hb) / self.hb_interval
+        self.last_hb = now
+        k = min(int(self.hb_budget), HB_BURST, nf)
+        if not k:
+            return
+        self.hb_budget -= k
+        write = os.write
+        monotonic = time.monotonic
+        payload = self.plan.payload
+        hb_pending = self.hb_pending
+        cursor = self.hb_cursor
+        sent = 0
+        for _i in range(k):
+            if cursor >= nf:
+                cursor = 0
+            fd = fds[cursor]
+            cursor += 1
+            try:
+                write(fd, payload)
+            except OSError:
+                continue
+            hb_pending[fd] = monotonic()
+            sent += 1
+        self.hb_cursor = cursor
+        self.hb_sent += sent
+
+    # --- publishing
+    def publish(self):
+        q, b = self.q, self.b
+        q[b + F_EST] = self.est
+        q[b + F_PEAK] = self.peak
+        q[b + F_TOTAL] = self.total
+        q[b + F_ATTEMPTS] = self.attempts
+        q[b + F_FAILED] = self.failed
+        q[b + F_INFLIGHT] = len(self.inflight)
+        q[b + F_DROPPED] = self.dropped
+        q[b + F_DROP_RST] = self.drop_rst
+        q[b + F_HB_SENT] = self.hb_sent
+        q[b + F_HB_RECV] = self.hb_recv
+        if self.done:
+            return
+        if self.next_g >= self.end_g and not self.inflight and not self.retry_heap:
+            self.done = True
+            q[b + F_DONE_NS] = time.monotonic_ns()
+            q[b + F_STATE] = ST_HOLDING if self.est >= self.quota else ST_SETTLED
+            try:
+                os.write(self.notify_w, b'c')
+            except OSError:
+                pass
+        elif self.est >= self.quota and q[b + F_DONE_NS] == 0:
+            q[b + F_DONE_NS] = time.monotonic_ns()
+
+    def close_all(self):
+        """The end: close in-flight handshakes, reset held connections."""
+        q, b = self.q, self.b
+        for fd in self.inflight:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        q[b + F_INFLIGHT] = 0
+        publish_cpu(q, b)
+        close_rst(self.fds)
+        q[b + F_STATE] = ST_EXITED
+
+
+# =========================================================== supervisor
+
+class ClientRun(object):
+    """The client supervisor: starts the workers, watches them, decides the verdict.
+
+    A lost worker (killed, crashed) does not stop the run: its connections are
+    gone, the others keep holding, so the summary shows what survived. Any
+    lost worker, a target not reached, or more connections ended by the peer
+    during the hold than --hold-tolerance allows makes the exit status non-zero.
+    """
+
+    def __init__(self, args, plan):
+        self.args = args
+        self.plan = plan
+        self.sup = Supervisor(args, 'client')
+        self.shm = Shm(plan.workers)
+        self.q, self.d = self.shm.q, self.shm.d
+        self.started = 0
+        self.t0 = self.sup.t0 = time.monotonic()
+        self.t0_ns = time.monotonic_ns()
+        self.reached = False
+        self.t_reached = None
+        self.t_reached_mono = None
+        self.at_target = None           # figures taken when the target was reached
+        self.stop_reason = None
+        self.peak_total = 0
+        self.hold_until = None
+        self.allowed_loss = int(plan.target * args.hold_tolerance)
+        self.dropped_seen = 0
+        self.next_tick = self.t0 + args.progress_interval
+        self.last_tick = (0, self.t0)
+        self.last_status = 0.0
+
+    # --- shared-memory readings
+    def total_of(self, field):
+        q = self.q
+        return sum(q[i * SLOT_WORDS + field] for i in range(self.started))
+
+    def states(self):
+        q = self.q
+        return [q[i * SLOT_WORDS + F_STATE] for i in range(self.started)]
+
+    def live_pids(self):
+        return [self.sup.pid] + list(self.sup.children)
+
+    def cpu_totals(self):
+        own = os.times()
+        return {'workers_user_s': round(self.total_of(F_CPU_USER_US) / 1e6, 3),
+                'workers_sys_s': round(self.total_of(F_CPU_SYS_US) / 1e6, 3),
+                'supervisor_s': round(own[0] + own[1], 3)}
+
+    def drops(self):
+        dropped = self.total_of(F_DROPPED)
+        reset = self.total_of(F_DROP_RST)
+        return {PEER_CLOSED: dropped - reset, PEER_RESET: reset}
+
+    def errors_total(self):
+        out = error_counts(self.q, range(self.started))
+        out.update((k, v) for k, v in self.drops().items() if v)
+        return out
+
+    def on_lost(self, pid, slot):
+        """A worker died: keep what it held in the record, then count it out."""
+        b = slot * SLOT_WORDS
+        held = self.q[b + F_EST]
+        self.q[b + F_EST] = 0
+        self.q[b + F_INFLIGHT] = 0
+        self.q[b + F_STATE] = ST_LOST
+        return {'worker': 'c%d' % slot, 'slot': slot, 'held': held}
+
+    # --- phases of one pass of the loop
+    def start_workers(self, states):
+        plan, args, q, d, sup = self.plan, self.args, self.q, self.d, self.sup
+        connecting = sum(1 for st in states if st in (ST_STARTING, ST_ACTIVE))
+        blocked = any(st in (ST_SETTLED, ST_LOST) for st in states)
+        while not blocked and self.started < plan.workers and connecting < plan.active:
+            i = self.started
+            b = i * SLOT_WORDS
+            q[b + F_STATE] = ST_STARTING
+            q[b + F_INFL_CAP] = max(1, args.inflight // plan.active)
+            d[b + F_RATE] = 0.0
+            pid = fork_worker(client_worker, sup.pid, plan, args, self.shm, i,
+                              plan.starts[i], plan.quotas[i], sup.notify_w)
+            sup.children[pid] = i
+            q[b + F_PID] = pid
+            self.started += 1
+            connecting += 1
+
+    def share_rate(self, now):
+        """Rate and in-flight shares of the workers that are connecting."""
+        args, q, d = self.args, self.q, self.d
+        active = [i for i, st in enumerate(self.states()) if st in (ST_STARTING, ST_ACTIVE)]
+        if not active:
+            return
+        share = 0.0
+        if args.rate > 0:
+            frac = 1.0 if args.ramp <= 0 else min(1.0, max(0.02, (now - self.t0) / args.ramp))
+            share = args.rate * frac / len(active)
+        cap = max(1, args.inflight // len(active))
+        for i in active:
+            d[i * SLOT_WORDS + F_RATE] = share
+            q[i * SLOT_WORDS + F_INFL_CAP] = cap
+
+    def check_reached(self, now, states, est):
+        plan = self.plan
+        if self.reached or self.started < plan.workers or est < plan.target \
+                or not all(st == ST_HOLDING for st in states):
+            return
+        self.reached = True
+        q = self.q
+        done_ns = max(q[i * SLOT_WORDS + F_DONE_NS] for i in range(self.started))
+        self.t_reached = round((done_ns - self.t0_ns) / 1e9, 3)
+        self.t_reached_mono = now
+        self.at_target = {'established': est, 'pss': self.sup.pss_total(self.live_pids()),
+                          'kernel': self.sup.kernel_bytes(), 'cpu': self.cpu_totals(),
+                          'dropped': self.total_of(F_DROPPED)}
+        self.dropped_seen = self.at_target['dropped']
+        log('target %d reached in %.2f s (%.0f connections/s)'
+            % (plan.target, self.t_reached, plan.target / max(self.t_reached, 1e-9)))
+        self.sup.timeline.append([self.t_reached, est, self.at_target['pss'],
+                                  self.at_target['kernel'], self.at_target['dropped']])
+        if self.args.hold > 0:
+            self.hold_until = now + self.args.hold
+
+    def stop_condition(self, now, states):
+        """Why the loop ends now, or None."""
+        if self.sup.signalled:
+            return 'signal:%s' % self.sup.signalled
+        busy = any(st in (ST_STARTING, ST_ACTIVE) for st in states)
+        if not self.reached and not busy:
+            if any(st == ST_LOST for st in states):
+                return 'lost_worker'
+            if any(st == ST_SETTLED for st in states) or self.started == self.plan.workers:
+                # every worker is done and connections were lost on the way: nothing
+                # will change any more
+                return 'settled'
+        if self.hold_until is not None and now >= self.hold_until:
+            return 'hold'
+        return None
+
+    def tick(self, now, est):
+        """A progress line and a timeline sample every progress interval."""
+        plan, sup = self.plan, self.sup
+        pss = sup.pss_total(self.live_pids())
+        kb = sup.kernel_bytes()
+        t = round(now - self.t0, 3)
+        dropped = self.total_of(F_DROPPED)
+        sup.timeline.append([t, est, pss, kb, dropped])
+        rate = (est - self.last_tick[0]) / max(1e-9, now - self.last_tick[1])
+        self.last_tick = (est, now)
+        errs = self.errors_total()
+        log('[%7.1fs] established %d/%d (%.1f%%) rate %.0f/s in-flight %d workers %d/%d '
+            'user %.1f MB kernel %.1f MB%s%s%s'
+            % (t, est, plan.target, 100.0 * est / plan.target, rate,
+               self.total_of(F_INFLIGHT), self.started, plan.workers, pss / 1e6, kb / 1e6,
+               ' dropped %d' % dropped if dropped else '',
+               ' lost workers %d' % len(sup.lost) if sup.lost else '',
+               (' errors ' + ' '.join('%s=%d' % kv for kv in sorted(errs.items())))
+               if errs else ''))
+        if self.reached and dropped > self.dropped_seen:
+            self.log_drops(dropped, est)
+        self.dropped_seen = dropped
+        self.next_tick += self.args.progress_interval
+        if self.next_tick < now:
+            self.next_tick = now + self.args.progress_interval
+
+    def log_drops(self, dropped, est):
+        drops = self.drops()
+        log('warning: %d connection(s) ended by the peer since the target was reached '
+            '(%s=%d %s=%d); %d established of %d'
+            % (dropped - self.at_target['dropped'], PEER_CLOSED, drops[PEER_CLOSED],
+               PEER_RESET, drops[PEER_RESET], est, self.plan.target))
+
+    def status(self, final=False):
+        est = self.total_of(F_EST)
+        return {'role': 'client', 'target': self.plan.target, 'established': est,
+                'reached': self.reached, 'seconds_to_target': self.t_reached,
+                'established_at_target': self.at_target['established'] if self.reached else None,
+                'dropped': self.total_of(F_DROPPED), 'drops': self.drops(),
+                'allowed_loss': self.allowed_loss,
+                'lost_workers': self.sup.lost,
+                'workers': self.plan.workers, 'workers_started': self.started,
+                'pids': self.live_pids(), 'errors': self.errors_total(),
+                'elapsed_s': round(time.monotonic() - self.t0, 3), 'final': final}
+
+    def write_status(self, now):
+        if not self.args.status_file or now - self.last_status < self.args.progress_interval:
+            return
+        self.last_status = now
+        try:
+            write_json_atomic(self.args.status_file, self.status())
+        except OSError as exc:
+            log('cannot write the status file: %s' % exc)
+
+    def loop(self):
+        sup = self.sup
+        while True:
+            now = time.monotonic()
+            sup.reap(self.on_lost)
+            states = self.states()
+            self.start_workers(states)
+            self.share_rate(now)
+            states = self.states()
+            est = self.total_of(F_EST)
+            self.peak_total = max(self.peak_total, est)
+            self.check_reached(now, states, est)
+            self.stop_reason = self.stop_condition(now, states)
+            if self.stop_reason:
+                return
+            if now >= self.next_tick:
+                self.tick(now, est)
+            self.write_status(now)
+            sup.wait(min(0.05, max(0.0, self.next_tick - time.monotonic())))
+
+    def run(self):
+        self.sup.install_signals()
+        try:
+            self.loop()
+        except BaseException:
+            self.sup.emergency_kill()
+            raise
+        return self.stop()
+
+    # --- the end
+    def stop(self):
+        sup = self.sup
+        cpu_at_stop = self.cpu_totals()
+        final = {'established': self.total_of(F_EST), 'pss': sup.pss_total(self.live_pids()),
+                 'kernel': sup.kernel_bytes(), 'dropped': self.total_of(F_DROPPED)}
+        self.peak_total = max(self.peak_total, final['established'])
+        t_stop = time.monotonic()
+        sup.timeline.append([round(t_stop - self.t0, 3), final['established'], final['pss'],
+                             final['kernel'], final['dropped']])
+        log('stopping (%s): closing %d connections' % (self.stop_reason, final['established']))
+        sup.stop_children(list(sup.children), grace=60.0)
+        sup.reap(self.on_lost)
+        close_s = round(time.monotonic() - t_stop, 3)
+        summary = self.summary(final, t_stop, close_s, cpu_at_stop)
+        if self.args.status_file:
+            try:
+                st = self.status(final=True)
+                st['established'] = final['established']
+                write_json_atomic(self.args.status_file, st)
+            except OSError:
+                pass
+        finish(summary, self.args.summary_file)
+        self.log_verdict(summary)
+        return summary['exit_code']
+
+    def rate_stats(self):
+        """Connect rate per progress interval, up to the target."""
+        rates = []
+        tl = self.sup.timeline
+        for a, b in zip(tl, tl[1:]):
+            if b[0] > a[0] and (self.t_reached is None or b[0] <= self.t_reached + 1e-6):
+                rates.append((b[1] - a[1]) / (b[0] - a[0]))
+        return sorted(rates)
+
+    def heartbeat_summary(self):
+        hist = hist_merge(self.q, range(self.started))
+        args = self.args
+        return {'interval_s': args.heartbeat_interval or None, 'size': args.heartbeat_size,
+                'sent': self.total_of(F_HB_SENT), 'received': self.total_of(F_HB_RECV),
+                'rtt_p50_ms': hist_percentile(hist, 0.50),
+                'rtt_p99_ms': hist_percentile(hist, 0.99)}
+
+    def hold_verdict(self, final, t_stop):
+        """The hold: how long, what was lost, and whether that is within the tolerance."""
+        if not self.reached:
+            return {'seconds': None, 'tolerance': self.args.hold_tolerance,
+                    'allowed_loss': self.allowed_loss, 'established_at_start': None,
+                    'established_at_end': final['established'], 'lost': None,
+                    'dropped_by_peer': None, 'held_ok': None}
+        lost = max(0, self.plan.target - final['established'])
+        return {'seconds': round(t_stop - self.t_reached_mono, 3),
+                'tolerance': self.args.hold_tolerance, 'allowed_loss': self.allowed_loss,
+                'established_at_start': self.at_target['established'],
+                'established_at_end': final['established'], 'lost': lost,
+                'dropped_by_peer': final['dropped'] - self.at_target['dropped'],
+                'held_ok': lost <= self.allowed_loss and not self.sup.lost}
+
+    def connect_rate(self, mean):
+        rates = self.rate_stats()
+        args = self.args
+        return {'mean_per_s': mean,
+                'peak_per_s': round(rates[-1], 1) if rates else None,
+                'p50_per_s': round(rates[len(rates) // 2], 1) if rates else None,
+                'min_per_s': round(rates[0], 1) if rates else None,
+                'interval_s': args.progress_interval,
+                'rate_limit_per_s': args.rate or None, 'ramp_s': args.ramp or None,
+                'inflight_cap': args.inflight}
+
+    def exit_code(self, hold):
+        if self.sup.lost:
+            return EXIT_LOST
+        if self.reached and hold['held_ok']:
+            return EXIT_OK
+        return EXIT_NOT_REACHED
+
+    def summary(self, final, t_stop, close_s, cpu_at_stop):
+        plan, sup = self.plan, self.sup
+        elapsed = (self.t_reached if self.t_reached else (t_stop - self.t0)) or 1e-9
+        basis = self.at_target if self.reached else final
+        per_conn = (lambda v: round(v / float(basis['established']), 1)) \
+            if basis['established'] else (lambda v: None)
+        hold = self.hold_verdict(final, t_stop)
+        mean = round((plan.target if self.reached else self.peak_total) / elapsed, 1)
+        at_target = self.at_target['established'] if self.reached else None
+        return {
+            'role': 'client', 'version': VERSION, 'target': plan.target, 'reached': self.reached,
+            'exit_code': self.exit_code(hold), 'stopped_by': self.stop_reason,
+            'established_peak': max(self.peak_total, at_target or 0),
+            'established_at_target': at_target,
+            'established_final': final['established'],
+            'seconds_to_target': self.t_reached,
+            'connections_per_s': mean, 'connect_rate': self.connect_rate(mean),
+            'attempts': self.total_of(F_ATTEMPTS),
+            'failed_connections': self.total_of(F_FAILED),
+            'dropped': self.total_of(F_DROPPED), 'drops': self.drops(),
+            'hold': hold, 'errors': self.errors_total(), 'heartbeat': self.heartbeat_summary(),
+            'user_pss_bytes': basis['pss'], 'kernel_bytes': basis['kernel'],
+            'user_bytes_per_conn': per_conn(basis['pss']),
+            'kernel_bytes_per_conn': per_conn(basis['kernel']),
+            'kernel_scope': 'host-wide delta of Slab + TCP memory (includes the server half when '
+                            'it runs on the same host)',
+            'workers': plan.workers, 'workers_started': self.started,
+            'concurrency': plan.active, 'lost_workers': sup.lost,
+            'limits': {'nofile_soft_before': plan.nofile_before, 'nofile': plan.nofile,
+                       'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
+                       'per_worker': plan.cap},
+            'plan': {'sources': len(plan.sources), 'destinations': len(plan.targets),
+                     'ports': plan.nports, 'tuples': plan.tuples,
+                     'local_port_range': [plan.port_lo, plan.port_hi],
+                     'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
+            'close_seconds': close_s,
+            'cpu_at_target': self.at_target['cpu'] if self.reached else None,
+            'cpu_at_stop': cpu_at_stop, 'cpu_final': self.cpu_totals(),
+            'timeline': sup.timeline,
+            'timeline_columns': TIMELINE_COLUMNS,
+        }
+
+    def log_verdict(self, summary):
+        if self.sup.lost:
+            self.sup.log_lost()
+        hold = summary['hold']
+        drops = summary['drops']
+        dropped = 'ended by the peer %d (%s=%d %s=%d)' % (
+            summary['dropped'], PEER_CLOSED, drops[PEER_CLOSED], PEER_RESET, drops[PEER_RESET])
+        if not self.reached:
+            log('error: target %d not reached (peak %d established; %s; errors %s)'
+                % (self.plan.target, summary['established_peak'], dropped,
+                   summary['errors'] or 'none'))
+        elif not hold['held_ok'] and hold['lost'] > hold['allowed_loss']:
+            log('error: %d of %d connections lost during the hold of %.1f s (%s), more than '
+                'the %d allowed (--hold-tolerance %s)'
+                % (hold['lost'], self.plan.target, hold['seconds'], dropped,
+                   hold['allowed_loss'], self.args.hold_tolerance))
+
+
+def client_main(args):
+    try:
+        plan = ClientPlan(args)
+    except Usage as exc:
+        log('error: %s' % exc)
+        return EXIT_USAGE
+    log('plan: %s; %d connections, %d per tuple' % (plan.arith, plan.target, plan.per_tuple))
+    log('nofile: soft limit %d raised to %d (hard %d); %d reserved, %d connections per worker at '
+        'most -> %d workers (%d connecting at a time)'
+        % (plan.nofile_before, plan.nofile, plan.nofile_hard, RESERVE_FDS, plan.cap,
+           plan.workers, plan.active))
+    for w in plan.warnings:
+        log('warning: %s' % w)
+    try:
+        plan.probe_sources()
+    except Usage as exc:
+        log('error: %s' % exc)
+        return EXIT_USAGE
+    set_name('tcpscale-client')
+    return ClientRun(args, plan).run()

@@ -1,0 +1,293 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plans of both halves: what to open, where, in how many processes.
+
+Everything here is computed before the first socket; a plan that cannot be
+carried out raises Usage (exit 2) with the arithmetic that fails. The rules
+of addresses and ports come from ipplan (a copy of the collection's
+plugins/module_utils/ipplan.py); the functions below only name the option
+a value came from.
+"""
+
+import ipaddress
+import socket
+
+from . import ipplan
+from .system import (Usage, cpu_count, local_port_range, probe_addresses, raise_nofile,
+                     read_sysctl)
+
+RESERVE_FDS = 64            # descriptors a worker keeps for itself (epoll, pipes, stdio)
+
+# Address ranges the client connects to without --allow-external.
+SAFE_NETWORKS = [ipaddress.ip_network(n) for n in (
+    '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16',       # RFC 1918
+    '127.0.0.0/8', '169.254.0.0/16',                       # loopback, link-local
+    '198.18.0.0/15',                                       # RFC 2544 benchmarking
+    '::1/128', 'fc00::/7', 'fe80::/10')]                   # loopback, ULA, link-local
+
+
+# ----------------------------------------------------------------- options
+
+def parse_addresses(text, field):
+    """The addresses of a comma-separated option (at least one, none twice)."""
+    out = []
+    for item in [x.strip() for x in str(text).split(',')]:
+        if not item:
+            continue
+        try:
+            out.append(ipplan.address(item))
+        except ValueError as exc:
+            raise Usage('%s: %s' % (field, exc))
+    if not out:
+        raise Usage('%s: no address given' % field)
+    if len(set(out)) != len(out):
+        raise Usage('%s: an address is listed twice' % field)
+    return out
+
+
+def parse_ports(text, field='--ports'):
+    try:
+        return ipplan.port_range(str(text))
+    except ValueError as exc:
+        raise Usage('%s: %s' % (field, exc))
+
+
+def sources_from_cidr(cidr, count, offset):
+    """The first usable hosts of cidr after offset (as the ip_aliases module adds them)."""
+    try:
+        net = ipplan.network(cidr)
+    except ValueError as exc:
+        raise Usage('--sources-cidr: %s' % exc)
+    if count is None or count < 1:
+        raise Usage('--sources-count: give a number of source addresses >= 1 with --sources-cidr')
+    try:
+        return ipplan.hosts(net, count, offset)
+    except ValueError as exc:
+        raise Usage('--sources-cidr: %s' % exc)
+
+
+def parse_workers(text):
+    """'auto', or a number of workers >= 1."""
+    if text == 'auto':
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise Usage('--workers: give auto or a number >= 1')
+    return n
+
+
+def is_safe_target(addr):
+    return any(addr in net for net in SAFE_NETWORKS if net.version == addr.version)
+
+
+def check_client_options(args):
+    """The numeric options of the client half, each in its range."""
+    for name in ('rate', 'ramp', 'hold', 'heartbeat_interval'):
+        if getattr(args, name) < 0:
+            raise Usage('--%s: must be >= 0' % name.replace('_', '-'))
+    if not 0 <= args.hold_tolerance < 1:
+        raise Usage('--hold-tolerance: give a fraction from 0 to below 1, e.g. 0.001')
+    if args.ramp > 0 and args.rate <= 0:
+        raise Usage('--ramp needs --rate (the rate to ramp up to)')
+    if args.inflight < 1 or args.timeout <= 0 or args.retries < 0:
+        raise Usage('--inflight >= 1, --timeout > 0 and --retries >= 0 are required')
+    if args.heartbeat_size < 1 or args.heartbeat_size > 65536:
+        raise Usage('--heartbeat-size: give 1 to 65536 bytes')
+    if args.progress_interval <= 0:
+        raise Usage('--progress-interval: must be > 0')
+
+
+def client_sources(args):
+    if args.sources and args.sources_cidr:
+        raise Usage('--sources and --sources-cidr are mutually exclusive')
+    if args.sources:
+        return parse_addresses(args.sources, '--sources')
+    if args.sources_cidr:
+        return sources_from_cidr(args.sources_cidr, args.sources_count, args.sources_offset)
+    raise Usage('give the source addresses: --sources ADDR,... or --sources-cidr CIDR '
+                '--sources-count N')
+
+
+# -------------------------------------------------------------- arithmetic
+
+def segments_of(sources, targets, nports):
+    """Tuples grouped by family: [(af, tuples, sources, targets)] (addresses as text).
+
+    A v4 source only reaches v4 targets; IPv4 first.
+    """
+    segments = []
+    for version, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+        srcs = [str(a) for a in sources if a.version == version]
+        dsts = [str(a) for a in targets if a.version == version]
+        if srcs and dsts:
+            segments.append((af, len(srcs) * len(dsts) * nports, srcs, dsts))
+    return segments
+
+
+def tuple_at(p, segments, nports, plo):
+    """(af, source, destination, port) of tuple p (0 <= p < all tuples).
+
+    Destinations (address x port) first, then sources: the first D
+    connections reach D different endpoints, and connection k of the run
+    uses tuple k mod T, so k and k + T share a tuple.
+    """
+    for af, t, srcs, dsts in segments:
+        if p < t:
+            break
+        p -= t
+    nd = len(dsts) * nports
+    d = p % nd
+    return af, srcs[(p // nd) % len(srcs)], dsts[d // nports], plo + d % nports
+
+
+def split_quota(target, workers):
+    """(quotas, starts): connections per worker and the index of each one's first."""
+    base, extra = divmod(target, workers)
+    quotas = [base + (1 if i < extra else 0) for i in range(workers)]
+    starts = []
+    acc = 0
+    for q in quotas:
+        starts.append(acc)
+        acc += q
+    return quotas, starts
+
+
+def client_workers(target, cap, cores, wanted, nofile):
+    """How many client workers: enough for cap descriptors each, at least one per core."""
+    need = -(-target // cap)
+    wanted = parse_workers(wanted)
+    if wanted == 'auto':
+        return min(target, max(need, cores))
+    if wanted < need:
+        raise Usage('--workers %d: %d connections need at least %d workers at %d '
+                    'descriptors each (RLIMIT_NOFILE %d - %d reserved)'
+                    % (wanted, target, need, cap, nofile, RESERVE_FDS))
+    return min(wanted, target)
+
+
+def server_layout(endpoints, lanes, cap, fmax):
+    """(lanes, group_size, groups, holder_cap, holders_per_group) of the server half.
+
+    A holder needs its lane's listening sockets plus room for connections;
+    the keeper of a group holds all lanes' listeners. Lanes only when there
+    are few endpoints.
+    """
+    if endpoints * lanes > cap // 4:
+        lanes = 1
+    group_size = min(endpoints, max(1, cap // 2))
+    groups = -(-endpoints // group_size)
+    holder_cap = cap - group_size
+    per_group = max(4 * lanes, min(8192, fmax // max(1, holder_cap) + 8) // groups + 2 * lanes)
+    holders_per_group = min(per_group, max(4 * lanes, 8192 // groups))
+    return lanes, group_size, groups, holder_cap, holders_per_group
+
+
+# ------------------------------------------------------------------ plans
+
+class ClientPlan(object):
+    """Everything a client worker needs, computed before the first socket."""
+
+    def __init__(self, args):
+        self.target = args.connections
+        if self.target < 1:
+            raise Usage('--connections: give a number >= 1')
+        self.targets = parse_addresses(args.targets, '--targets')
+        self.plo, self.phi = parse_ports(args.ports)
+        self.nports = self.phi - self.plo + 1
+        self.sources = client_sources(args)
+        if not args.allow_external:
+            bad = [str(a) for a in self.targets if not is_safe_target(a)]
+            if bad:
+                raise Usage('--targets: %s outside private (RFC 1918, ULA), loopback, link-local '
+                            'and benchmark (198.18.0.0/15) ranges; pass --allow-external if '
+                            'you really mean to load that host' % ', '.join(bad))
+        check_client_options(args)
+        self.segments = segments_of(self.sources, self.targets, self.nports)
+        if not self.segments:
+            raise Usage('no source address has the same family (IPv4/IPv6) as a target')
+        self.tuples = sum(s[1] for s in self.segments)
+        self.port_lo, self.port_hi, self.port_count = local_port_range()
+        self.check_capacity()
+        self.plan_workers(args)
+        self.quotas, self.starts = split_quota(self.target, self.workers)
+        self.payload = b'h' * args.heartbeat_size
+
+    def check_capacity(self):
+        """The 4-tuple arithmetic: fail when the target cannot fit, warn when it is tight."""
+        capacity = self.tuples * self.port_count
+        nsrc = sum(len(s[2]) for s in self.segments)
+        ndst = sum(len(s[3]) for s in self.segments)
+        self.arith = ('%d sources x %d destinations x %d ports = %d tuples x %d local ports '
+                      '(net.ipv4.ip_local_port_range %d-%d) = %d connections at most'
+                      % (nsrc, ndst, self.nports, self.tuples, self.port_count, self.port_lo,
+                         self.port_hi, capacity))
+        if capacity < self.target:
+            need = -(-self.target // (len(self.targets) * self.nports * self.port_count))
+            raise Usage('the target cannot be reached: %s < %d requested. Add source addresses '
+                        '(at least %d), destination addresses or ports, or widen '
+                        'ip_local_port_range' % (self.arith, self.target, need))
+        self.per_tuple = -(-self.target // self.tuples)
+        self.warnings = []
+        if self.per_tuple > self.port_count // 2:
+            self.warnings.append(
+                '%d connections per (source, destination, port) tuple is more than half of the '
+                '%d local ports: the kernel searches the other port parity for every connection '
+                'beyond that and slows down; add sources or destinations'
+                % (self.per_tuple, self.port_count))
+
+    def plan_workers(self, args):
+        """Descriptors per worker (the real RLIMIT_NOFILE), workers, workers at a time."""
+        self.nofile_before, self.nofile, self.nofile_hard = raise_nofile()
+        self.cap = self.nofile - RESERVE_FDS
+        if self.cap < 1:
+            raise Usage('RLIMIT_NOFILE is %d: too low to hold connections (need > %d)'
+                        % (self.nofile, RESERVE_FDS))
+        cores = cpu_count()
+        self.workers = client_workers(self.target, self.cap, cores, args.workers, self.nofile)
+        self.active = min(self.workers, args.concurrency or cores)
+
+    def probe_sources(self):
+        """Every source must be an address of this namespace (bind without a port)."""
+        probe_addresses(self.sources, 'source', '--sources')
+
+
+class ServerPlan(object):
+    """Endpoints (addresses x ports), their groups, lanes and holders."""
+
+    def __init__(self, args):
+        self.addrs = parse_addresses(args.listen, '--listen')
+        self.plo, self.phi = parse_ports(args.ports)
+        self.nports = self.phi - self.plo + 1
+        self.endpoints = len(self.addrs) * self.nports
+        if args.backlog < 1:
+            raise Usage('--backlog: give a number >= 1')
+        if args.duration < 0 or args.progress_interval <= 0:
+            raise Usage('--duration >= 0 and --progress-interval > 0 are required')
+        self.nofile_before, self.nofile, self.nofile_hard = raise_nofile()
+        self.cap = self.nofile - RESERVE_FDS
+        if self.cap < 4:
+            raise Usage('RLIMIT_NOFILE is %d: too low to listen and hold connections'
+                        % self.nofile)
+        lanes = parse_workers(args.workers)
+        if lanes == 'auto':
+            lanes = cpu_count()
+        fmax = int(read_sysctl('/proc/sys/fs/file-max', '0') or 0) or 1 << 40
+        (self.lanes, self.group_size, self.groups, self.holder_cap,
+         self.holders_per_group) = server_layout(self.endpoints, lanes, self.cap, fmax)
+        self.somaxconn = int(read_sysctl('/proc/sys/net/core/somaxconn', '4096') or 4096)
+        self.backlog = args.backlog
+
+    def endpoint(self, e):
+        a = self.addrs[e // self.nports]
+        return a, self.plo + e % self.nports
+
+    def endpoint_name(self, e):
+        a, port = self.endpoint(e)
+        return ipplan.endpoint_text(a, port)
+
+    def probe(self):
+        probe_addresses(self.addrs, 'listen', '--listen')

@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared memory between a supervisor and its workers: one slot per process.
+
+A slot is SLOT_WORDS int64 words (the same memory also read as float64); a
+worker writes its own slot, the supervisor (or a keeper) reads them all.
+The field numbers, the worker states and the RTT histogram are defined
+here, once, for both halves.
+"""
+
+import errno
+import math
+import mmap
+import os
+
+PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
+
+SLOT_WORDS = 1024
+F_PID, F_STATE, F_EST, F_TOTAL, F_ATTEMPTS, F_FAILED, F_INFLIGHT, F_DROPPED = range(8)
+F_DONE_NS, F_QUOTA, F_HB_SENT, F_HB_RECV, F_RATE, F_INFL_CAP, F_STOP, F_PEAK = range(8, 16)
+F_LISTEN, F_WANT, F_LANE, F_CAP, F_NHOLDERS = range(16, 21)
+F_ERRNO, F_ERR_INDEX, F_ECHO_BYTES, F_CPU_USER_US, F_CPU_SYS_US = range(24, 29)
+# F_DROPPED counts held connections the peer closed (FIN) or reset (RST);
+# F_DROP_RST the resets among them. F_LOST_* are written into the slot of a
+# holder that died unexpectedly: its wait status, when (wall clock, ns) and
+# how many connections it held.
+F_DROP_RST, F_LOST_STATUS, F_LOST_NS, F_LOST_HELD = range(29, 33)
+ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
+HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
+HIST_PER_E = 20
+
+ST_EMPTY, ST_STARTING, ST_ACTIVE, ST_HOLDING, ST_SETTLED, ST_EXITED, ST_FAILED, ST_LOST = range(8)
+STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'failed', 'lost')
+# Error kinds that are not an errno: a held connection ended by the peer.
+PEER_CLOSED, PEER_RESET = 'peer_closed', 'peer_reset'
+# Columns of the timeline rows of both halves (dropped: cumulative count of
+# connections the peer ended; the server counts the ones clients closed).
+TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped']
+
+
+class Shm(object):
+    """Anonymous shared memory created before fork: int64 and float64 views.
+
+    With extra_u32, a second mapping of that many uint32 counters (the
+    server's connections per endpoint and holder).
+    """
+
+    def __init__(self, nslots, extra_u32=0):
+        self.nslots = nslots
+        self.mm = mmap.mmap(-1, max(PAGE, nslots * SLOT_WORDS * 8))
+        self.q = memoryview(self.mm).cast('q')
+        self.d = memoryview(self.mm).cast('d')
+        self.mm2 = None
+        self.u = None
+        if extra_u32:
+            self.mm2 = mmap.mmap(-1, max(PAGE, extra_u32 * 4))
+            self.u = memoryview(self.mm2).cast('I')
+
+
+def err_slot(err):
+    """The slot of an errno in the error counters (out of range: the last one)."""
+    return err if 0 < err < ERR_SLOTS else ERR_SLOTS - 1
+
+
+def errno_name(num):
+    if num == ERR_SLOTS - 1:
+        return 'EOTHER'
+    return errno.errorcode.get(num, 'E%d' % num)
+
+
+def error_counts(q, slots):
+    """{errno name: count} summed over the error counters of the given slots."""
+    out = {}
+    bases = [s * SLOT_WORDS + ERR_BASE for s in slots]
+    for e in range(1, ERR_SLOTS):
+        n = sum(q[base + e] for base in bases)
+        if n:
+            out[errno_name(e)] = n
+    return out
+
+
+def publish_cpu(q, b):
+    """This process's CPU time (user, system, in us) into its slot at b."""
+    t = os.times()
+    q[b + F_CPU_USER_US] = int(t[0] * 1e6)
+    q[b + F_CPU_SYS_US] = int(t[1] * 1e6)
+
+
+def hist_add(q, base, seconds):
+    us = seconds * 1e6
+    idx = int(math.log(us + 1.0) * HIST_PER_E) if us > 0 else 0
+    if idx >= HIST_SLOTS:
+        idx = HIST_SLOTS - 1
+    q[base + idx] += 1
+
+
+def hist_merge(q, slots):
+    """The RTT histograms of the given slots, added up."""
+    hist = [0] * HIST_SLOTS
+    for s in slots:
+        base = s * SLOT_WORDS + HIST_BASE
+        for j in range(HIST_SLOTS):
+            v = q[base + j]
+            if v:
+                hist[j] += v
+    return hist
+
+
+def hist_percentile(hist, fraction):
+    total = sum(hist)
+    if not total:
+        return None
+    want = fraction * total
+    run = 0
+    for idx, n in enumerate(hist):
+        run += n
+        if run >= want:
+            # middle of the bucket, in milliseconds
+            return round((math.exp((idx + 0.5) / HIST_PER_E) - 1.0) / 1000.0, 3)
+    return None

@@ -1,0 +1,270 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The run plan: who connects from where to where, and how many.
+
+``build(variables, servers, clients, host_inputs)`` takes the role variables
+by their names (testbed_connections, topology_*, and the others, which
+variables.check validates too) and the inventory, and returns the plan every
+role follows: the per-host split of the target, the server endpoints, the
+client source addresses and the port arithmetic. Pure: no I/O.
+
+Capacity: connect() picks the source port per (source address, destination
+address, destination port) tuple (the engine binds sources with
+IP_BIND_ADDRESS_NO_PORT), so one client host can hold sources x destinations x
+ports x (port range x fill) connections. The fill keeps each tuple well below
+the range: Linux searches ports of one parity first, and a search that meets
+mostly used ports costs one hash lookup per port tried.
+
+Problems are returned in ``errors`` (sentences naming the variable and the
+fix), not raised, so the play fails with all of them before any change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+
+from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
+from ansible_collections.scalelab.testbed.plugins.module_utils import variables as checks
+
+
+def fmt(n):
+    return '{:,}'.format(int(n))
+
+
+def split_total(total, hosts):
+    """Split total over hosts; the remainder goes to the first hosts."""
+    hosts = list(hosts)
+    if not hosts:
+        return {}
+    base, rest = divmod(int(total), len(hosts))
+    return dict((h, base + (1 if i < rest else 0)) for i, h in enumerate(hosts))
+
+
+class _Plan(object):
+    """The state of one plan being built: inputs, errors, arithmetic lines."""
+
+    def __init__(self, v, servers, clients, host_inputs):
+        self.v = v
+        self.servers = list(servers or [])
+        self.clients = list(clients or [])
+        self.inputs = dict(host_inputs or {})
+        self.errors = []
+        self.arithmetic = []
+        self.connections = int(v['testbed_connections'])
+        self.shares = split_total(self.connections, self.clients)
+        self.first = int(v['topology_server_port_first'])
+        self.nports = int(v['topology_server_port_count'])
+        lo, hi = ipplan.port_range(v['topology_port_range'])
+        self.port_range = [lo, hi]
+        self.fill = float(v['topology_port_fill'])
+        self.per_tuple = max(1, int((hi - lo + 1) * self.fill))
+        self.source_count = int(v['topology_client_source_count'])
+        self.source_max = int(v['topology_client_source_max'])
+        self.plan_servers = {}
+        self.plan_clients = {}
+
+    def input_of(self, host, name):
+        return (self.inputs.get(host) or {}).get(name)
+
+    def client_entry(self, host, targets, source_count, room, where):
+        """Sources needed for host's share, with the arithmetic; an error when short."""
+        share = self.shares[host]
+        per_source = len(targets) * self.nports * self.per_tuple
+        entry = {'connections': share, 'source_count': 0, 'targets': list(targets),
+                 'tuples': 0, 'capacity': 0, 'per_source': per_source, 'sources': []}
+        if per_source == 0:
+            return entry
+        needed = int(math.ceil(share / float(per_source))) if share else 0
+        count = source_count or (max(1, needed) if share else 0)
+        count = min(count, max(room, 0)) if room else 0
+        capacity = count * per_source
+        self.arithmetic.append(
+            'client %s: %s connections; %d source(s) x %d destination(s) x %d port(s) x %s ports '
+            'per tuple = %s' % (host, fmt(share), count, len(targets), self.nports,
+                                fmt(self.per_tuple), fmt(capacity)))
+        if share > capacity:
+            self.errors.append(
+                'client %s cannot reach %s connections: %d source address(es) x %d destination(s) '
+                'x %d server port(s) x %s ports per tuple (port range x fill) = %s; it needs %d '
+                'source address(es) but %s offers %d. Fix: add server ports '
+                '(topology_server_port_count), server addresses, source addresses, or widen '
+                'topology_port_range' % (host, fmt(share), count, len(targets), self.nports,
+                                         fmt(self.per_tuple), fmt(capacity), needed, where, room))
+        entry.update(source_count=count, tuples=count * len(targets) * self.nports,
+                     capacity=capacity)
+        return entry
+
+
+def _hosts(cidr, count, offset, name):
+    try:
+        return [str(a) for a in ipplan.hosts(cidr, count, offset)]
+    except ValueError as exc:
+        raise _PlanError('%s: %s' % (name, exc))
+
+
+class _PlanError(Exception):
+    pass
+
+
+def _netns_plan(p):
+    """The one-box default: every host runs both halves in two namespaces."""
+    v = p.v
+    lonely = [h for h in p.clients if h not in p.servers] + \
+        [h for h in p.servers if h not in p.clients]
+    if lonely:
+        p.errors.append('topology_mode netns runs both halves on each host, so every host must be '
+                        'in both groups "servers" and "clients"; not in both: %s (or use '
+                        'topology_mode host)' % ', '.join(lonely))
+    srv_cidr, cli_cidr = v['topology_netns_server_cidr'], v['topology_netns_client_cidr']
+    srv_net, cli_net = ipplan.network(srv_cidr), ipplan.network(cli_cidr)
+    nsrv = int(v['topology_server_address_count'])
+    room = ipplan.usable_hosts(srv_net)[1]
+    if nsrv > room:
+        p.errors.append('topology_server_address_count %d does not fit in topology_netns_server_cidr '
+                        '%s (%d addresses)' % (nsrv, srv_cidr, room))
+        nsrv = max(1, room)
+    srv_addrs = _hosts(srv_net, nsrv, 0, 'topology_netns_server_cidr')
+    prefix = int(v['topology_netns_prefix_length'])
+    link = ipaddress.ip_network('%s/%d' % (srv_addrs[0], prefix), strict=False)
+    for name, net in (('topology_netns_server_cidr', srv_net), ('topology_netns_client_cidr', cli_net)):
+        if net.version != link.version or not net.subnet_of(link):
+            p.errors.append('%s %s is not inside the veth link network %s '
+                            '(topology_netns_prefix_length %d): the two namespaces could not reach '
+                            'each other; widen the prefix or move the network' % (name, net, link, prefix))
+    if srv_net.version == cli_net.version and srv_net.overlaps(cli_net):
+        p.errors.append('topology_netns_server_cidr %s and topology_netns_client_cidr %s overlap'
+                        % (srv_cidr, cli_cidr))
+    cli_room = ipplan.usable_hosts(cli_net)[1]
+    for host in p.clients:
+        p.plan_servers[host] = {'addresses': list(srv_addrs), 'connections': p.shares[host]}
+        entry = p.client_entry(host, srv_addrs, p.source_count, min(p.source_max, cli_room),
+                               'topology_netns_client_cidr %s' % cli_cidr)
+        entry['sources'] = _hosts(cli_net, entry['source_count'], 0, 'topology_netns_client_cidr')
+        p.plan_clients[host] = entry
+    for host in p.servers:
+        p.plan_servers.setdefault(host, {'addresses': list(srv_addrs), 'connections': 0})
+    return {'server': v['topology_netns_server'], 'client': v['topology_netns_client'],
+            'veth_server': v['topology_veth_server'], 'veth_client': v['topology_veth_client'],
+            'prefix_length': prefix, 'server_cidr': srv_cidr, 'client_cidr': cli_cidr}
+
+
+def _server_endpoints(p):
+    """Fleet servers: their listen addresses (given, gathered, or aliases); the target list."""
+    targets, owner = [], {}
+    for host in p.servers:
+        addrs = [str(a) for a in (p.input_of(host, 'server_addresses') or [])]
+        alias = p.input_of(host, 'server_aliases') or {}
+        aliases = []
+        if alias.get('cidr') and int(alias.get('count') or 0):
+            aliases = _hosts(alias['cidr'], int(alias['count']), int(alias.get('offset') or 0),
+                             'topology_server_alias_cidr')
+            addrs += aliases
+        if not addrs:
+            p.errors.append('server host %s has no listen address: set topology_server_addresses '
+                            'for it (or gather facts so its default IPv4 address is used)' % host)
+        for a in addrs:
+            try:
+                ipplan.address(a)
+            except ValueError as exc:
+                p.errors.append('server host %s: topology_server_addresses: %s' % (host, exc))
+                continue
+            if a in owner:
+                p.errors.append('server address %s is listed for both %s and %s: each server host '
+                                'needs its own addresses' % (a, owner[a], host))
+                continue
+            owner[a] = host
+            targets.append(a)
+        p.plan_servers[host] = {'addresses': [a for a in addrs if owner.get(a) == host],
+                                'aliases': aliases, 'connections': 0}
+    return targets
+
+
+def _fleet_client(p, host, targets, cursor):
+    """One fleet client's sources: its own addresses, or a block of topology_client_cidr."""
+    v = p.v
+    explicit = [str(a) for a in (p.input_of(host, 'client_addresses') or [])]
+    cidr = v.get('topology_client_cidr') or ''
+    if explicit:
+        entry = p.client_entry(host, targets, len(explicit), len(explicit),
+                               'the addresses given for it')
+        entry['sources'] = explicit
+        return entry
+    if not cidr:
+        p.errors.append('client host %s has no source addresses: set topology_client_cidr (aliases '
+                        'are added from it) or topology_client_addresses' % host)
+        return {'connections': p.shares[host], 'sources': [], 'source_count': 0,
+                'targets': targets, 'tuples': 0, 'capacity': 0, 'per_source': 0}
+    room = max(0, ipplan.usable_hosts(ipplan.network(cidr))[1] - cursor[0])
+    entry = p.client_entry(host, targets, p.source_count, min(p.source_max, room),
+                           'topology_client_cidr %s from offset %d' % (cidr, cursor[0]))
+    n = entry['source_count']
+    entry['sources'] = _hosts(cidr, n, cursor[0], 'topology_client_cidr') if n else []
+    entry['alias_offset'] = cursor[0]
+    entry['aliases'] = list(entry['sources'])
+    cursor[0] += n
+    return entry
+
+
+def _fleet_plan(p):
+    v = p.v
+    targets = _server_endpoints(p)
+    alias_cidrs = [(p.input_of(h, 'server_aliases') or {}).get('cidr') for h in p.servers]
+    if not v.get('topology_interface') and (v.get('topology_client_cidr') or any(alias_cidrs)):
+        p.errors.append('topology_interface is empty: aliases (topology_client_cidr, '
+                        'topology_server_alias_cidr) need the interface that carries them')
+    cursor = [int(v.get('topology_client_offset') or 0)]
+    for host in p.clients:
+        p.plan_clients[host] = _fleet_client(p, host, targets, cursor)
+    both = [h for h in p.clients if h in p.servers]
+    lo, hi = p.port_range
+    last = p.first + p.nports - 1
+    if both and p.first <= hi and last >= lo:
+        p.errors.append('topology_server_port_first %d..%d lies inside topology_port_range %d-%d, '
+                        'and %s run both halves in one network namespace: the clients\' ephemeral '
+                        'ports would take the server ports (fix: move the server ports below %d, '
+                        'or narrow topology_port_range)' % (p.first, last, lo, hi, ', '.join(both), lo))
+    if targets:
+        total = sum(p.shares.values())
+        for host in p.servers:
+            mine = len(p.plan_servers[host]['addresses'])
+            p.plan_servers[host]['connections'] = int(math.ceil(total * float(mine) / len(targets)))
+
+
+def build(variables, servers, clients, host_inputs=None):
+    """The plan, from the role variables (by name) and the inventory groups.
+
+    host_inputs: {host: {server_addresses, server_aliases: {cidr, offset, count},
+    client_addresses}}, what each host publishes of its own variables.
+    Returns {ok, errors, arithmetic, mode, netns, interface, connections, port_range,
+    per_tuple, server_ports, server_ports_arg, server_port_count, servers, clients}.
+    """
+    errors = checks.check(variables)
+    servers, clients = list(servers or []), list(clients or [])
+    if not servers:
+        errors.append('the inventory group "servers" is empty: put at least one host in it')
+    if not clients:
+        errors.append('the inventory group "clients" is empty: put at least one host in it')
+    if errors:
+        return {'ok': False, 'errors': errors, 'arithmetic': [], 'servers': {}, 'clients': {}}
+    p = _Plan(variables, servers, clients, host_inputs)
+    netns = None
+    try:
+        if variables['topology_mode'] == 'netns':
+            netns = _netns_plan(p)
+        else:
+            _fleet_plan(p)
+    except _PlanError as exc:
+        p.errors.append(str(exc))
+    last = p.first + p.nports - 1
+    return {
+        'ok': not p.errors, 'errors': p.errors, 'arithmetic': p.arithmetic,
+        'mode': variables['topology_mode'], 'netns': netns,
+        'interface': variables.get('topology_interface') or '',
+        'connections': p.connections, 'port_range': p.port_range,
+        'port_range_size': p.port_range[1] - p.port_range[0] + 1, 'port_fill': p.fill,
+        'per_tuple': p.per_tuple, 'server_ports': [p.first, last],
+        'server_ports_arg': '%d-%d' % (p.first, last),
+        'server_port_count': p.nports, 'servers': p.plan_servers, 'clients': p.plan_clients,
+    }

@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The run plan (module_utils/plan.py), from the roles' real defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.scalelab.testbed.plugins.module_utils import plan as pl
+
+from testlib import role_defaults
+
+
+def plan_of(connections, servers, clients, host_inputs=None, **variables):
+    """The plan from the defaults; topology_ may be left out of the variables' names."""
+    known = role_defaults()
+    names = dict((k if k in known else 'topology_' + k, v) for k, v in variables.items())
+    return pl.build(role_defaults(testbed_connections=connections, **names), servers, clients,
+                    host_inputs)
+
+
+@pytest.mark.parametrize('total, hosts, expected', [
+    (10, ['a', 'b', 'c'], {'a': 4, 'b': 3, 'c': 3}),
+    (1000000, ['a', 'b', 'c'], {'a': 333334, 'b': 333333, 'c': 333333}),
+    (2, ['a', 'b', 'c'], {'a': 1, 'b': 1, 'c': 0}),
+    (5, [], {}),
+])
+def test_split_gives_the_remainder_to_the_first_hosts(total, hosts, expected):
+    split = pl.split_total(total, hosts)
+    assert split == expected
+    assert sum(split.values()) == (total if hosts else 0)
+
+
+def test_one_box_million():
+    plan = plan_of(1000000, ['localhost'], ['localhost'])
+    assert plan['ok'], plan['errors']
+    assert plan['per_tuple'] == 16128  # (65535 - 1024 + 1) x 0.25
+    client = plan['clients']['localhost']
+    # 1 destination x 16 ports x 16,128 = 258,048 per source: 4 sources
+    assert client['source_count'] == 4
+    assert client['sources'] == ['10.240.128.1', '10.240.128.2', '10.240.128.3', '10.240.128.4']
+    assert client['targets'] == ['10.240.0.1']
+    assert client['capacity'] == 4 * 16 * 16128 >= 1000000
+    assert plan['servers']['localhost'] == {'addresses': ['10.240.0.1'], 'connections': 1000000}
+    assert plan['server_ports_arg'] == '5001-5016'
+    assert plan['netns']['server'] == 'tb-server' and plan['netns']['veth_client'] == 'tb-cli'
+
+
+def test_above_one_tuple_range_from_one_namespace():
+    plan = plan_of(150000, ['h'], ['h'])
+    assert plan['ok']
+    # 150,000 > 65,535 from a single source address: the server ports carry it
+    assert plan['clients']['h']['source_count'] == 1
+    assert plan['clients']['h']['capacity'] == 16 * 16128
+
+
+def test_fixed_sources_that_cannot_reach_fail_with_the_arithmetic():
+    plan = plan_of(1000000, ['h'], ['h'], client_source_count=1, server_port_count=2)
+    assert not plan['ok']
+    msg = plan['errors'][0]
+    assert '1,000,000' in msg and '1 source address(es) x 1 destination(s) x 2 server port(s)' in msg
+    assert '16,128 ports per tuple' in msg and '= 32,256' in msg
+    assert 'needs 32 source address(es)' in msg
+
+
+def test_source_maximum_is_enforced():
+    plan = plan_of(1000000, ['h'], ['h'], server_port_count=1, client_source_max=10)
+    assert not plan['ok']
+    assert 'needs 63 source address(es)' in plan['errors'][0] and 'offers 10' in plan['errors'][0]
+
+
+def test_narrow_client_network_limits_sources():
+    plan = plan_of(1000000, ['h'], ['h'], server_port_count=1, netns_client_cidr='10.240.128.0/30')
+    assert not plan['ok']
+    assert 'offers 2' in plan['errors'][0]
+
+
+def test_netns_mode_needs_both_halves_on_every_host():
+    plan = plan_of(1000, ['a'], ['a', 'b'])
+    assert not plan['ok']
+    assert 'b' in plan['errors'][0] and 'both groups' in plan['errors'][0]
+
+
+def test_netns_networks_must_share_the_link():
+    plan = plan_of(1000, ['a'], ['a'], netns_client_cidr='10.241.0.0/17')
+    assert any('veth link network' in e for e in plan['errors'])
+    plan = plan_of(1000, ['a'], ['a'], netns_client_cidr='10.240.0.0/18')
+    assert any('overlap' in e for e in plan['errors'])
+
+
+def fleet_inputs():
+    return {'s1': {'server_addresses': ['10.0.0.11']},
+            's2': {'server_addresses': ['10.0.0.12'],
+                   'server_aliases': {'cidr': '10.0.64.0/24', 'offset': 0, 'count': 2}}}
+
+
+def test_fleet_split_and_alias_blocks():
+    plan = plan_of(1000001, ['s1', 's2'], ['c1', 'c2', 'c3'], fleet_inputs(), mode='host',
+                   client_cidr='10.0.128.0/17', interface='eth1')
+    assert plan['ok'], plan['errors']
+    assert [plan['clients'][c]['connections'] for c in ('c1', 'c2', 'c3')] == [333334, 333334, 333333]
+    targets = ['10.0.0.11', '10.0.0.12', '10.0.64.1', '10.0.64.2']
+    assert plan['clients']['c1']['targets'] == targets
+    assert plan['servers']['s2']['aliases'] == ['10.0.64.1', '10.0.64.2']
+    # 4 destinations x 16 ports x 16,128 per source: one source each, consecutive blocks
+    assert plan['clients']['c1']['sources'] == ['10.0.128.1']
+    assert plan['clients']['c2']['sources'] == ['10.0.128.2']
+    assert plan['clients']['c3']['alias_offset'] == 2
+    # servers share in proportion to their addresses
+    assert plan['servers']['s1']['connections'] == 250001
+    assert plan['servers']['s2']['connections'] == 750001
+
+
+def test_fleet_errors_name_the_variable():
+    plan = plan_of(1000, ['s1'], ['c1'], {'s1': {}}, mode='host')
+    text = ' '.join(plan['errors'])
+    assert 'topology_server_addresses' in text and 'topology_client_cidr' in text
+    dup = plan_of(10, ['s1', 's2'], ['c1'], {'s1': {'server_addresses': ['10.0.0.1']},
+                                             's2': {'server_addresses': ['10.0.0.1']}},
+                  mode='host', client_cidr='10.1.0.0/24', interface='eth0')
+    assert any('listed for both s1 and s2' in e for e in dup['errors'])
+    noif = plan_of(10, ['s1'], ['c1'], {'s1': {'server_addresses': ['10.0.0.1']}}, mode='host',
+                   client_cidr='10.1.0.0/24')
+    assert any('topology_interface' in e for e in noif['errors'])
+
+
+def test_explicit_client_addresses_are_used_as_they_are():
+    plan = plan_of(10, ['s1'], ['c1'], {'s1': {'server_addresses': ['10.0.0.1']},
+                                        'c1': {'client_addresses': ['10.0.1.5', '10.0.1.6']}},
+                   mode='host')
+    assert plan['ok'], plan['errors']
+    assert plan['clients']['c1']['sources'] == ['10.0.1.5', '10.0.1.6']
+    assert 'aliases' not in plan['clients']['c1']
+
+
+def test_server_ports_inside_the_port_range_of_a_host_with_both_halves():
+    inputs = {'h': {'server_addresses': ['10.0.0.1']}}
+    plan = plan_of(10, ['h'], ['h'], inputs, mode='host', client_cidr='10.1.0.0/24',
+                   interface='eth0', server_port_first=40000)
+    assert any('lies inside topology_port_range 1024-65535' in e for e in plan['errors'])
+    fine = plan_of(10, ['h'], ['h'], inputs, mode='host', client_cidr='10.1.0.0/24',
+                   interface='eth0', port_range=[10000, 65535])
+    assert fine['ok'], fine['errors']
+
+
+@pytest.mark.parametrize('name, value, words', [
+    ('mode', 'bridge', 'topology_mode'),
+    ('port_fill', 0, 'topology_port_fill: 0 is out of range'),
+    ('port_range', '60000-1024', 'topology_port_range'),
+    ('port_range', [1, 2, 3], 'topology_port_range'),
+    ('port_range', [500, 65535], 'starts below 1024'),
+    ('netns_server_cidr', '10.240.0.1/17', 'did you mean 10.240.0.0/17'),
+    ('netns_server', 'tb;reboot', 'topology_netns_server'),
+    ('veth_client', 'a-very-long-veth-name', 'topology_veth_client'),
+    ('veth_client', 'tb-srv', 'the same name as topology_veth_server'),
+    ('server_port_count', 70000, 'topology_server_port_count'),
+    ('server_port_first', 65530, 'go past port 65535'),
+    ('client_workers', 'abc', 'client_workers'),
+    ('client_rate', -5, 'client_rate: -5 is out of range'),
+    ('client_ramp', 10, 'needs a rate'),
+    ('client_hold_tolerance', 1.5, 'client_hold_tolerance'),
+    ('client_run_timeout', 100, 'client_run_timeout'),
+    ('server_workers', 0, 'server_workers'),
+    ('tuning_nofile', 3000000000, 'tuning_nofile'),
+    ('tuning_limits_path', '/etc/security/other.conf', 'tuning_limits_path'),
+    ('tuning_persist_path', '/tmp/x.conf', 'tuning_persist_path'),
+    ('tuning_extra_sysctls', {'net.core.$x': 1}, 'tuning_extra_sysctls'),
+    ('tuning_limits_domains', ['root', '*;x'], 'tuning_limits_domains[1]'),
+    ('testbed_install_dir', '/opt/with space', 'testbed_install_dir'),
+    ('testbed_run_dir', 'relative/dir', 'not an absolute path'),
+])
+def test_every_variable_a_later_step_would_refuse_fails_in_the_plan(name, value, words):
+    plan = plan_of(1000, ['h'], ['h'], **{name: value})
+    assert not plan['ok']
+    assert any(words in e for e in plan['errors']), plan['errors']
+
+
+def test_every_message_names_its_variable():
+    plan = plan_of(1000, ['h'], ['h'], client_rate=-1, server_backlog=0, netns_client='x y')
+    assert plan['errors'][0].startswith(('client_rate', 'server_backlog', 'topology_netns_client'))
+    assert len(plan['errors']) == 3 and all(': ' in e for e in plan['errors'])
+
+
+def test_empty_groups_fail():
+    plan = plan_of(1000, [], [])
+    assert 'the inventory group "servers" is empty' in plan['errors'][0]
