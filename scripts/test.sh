@@ -64,7 +64,15 @@ stage_integration() {
 }
 stage_engine() { python -m pytest -q tests/engine; }
 stage_playbook() { python -m pytest -q tests/playbook; }
-stage_molecule() { molecule test; }
+stage_molecule() {
+    # MOLECULE_SCENARIOS narrows it, e.g. MOLECULE_SCENARIOS=fleet
+    local s rc=0
+    for s in ${MOLECULE_SCENARIOS:-default fleet}; do
+        echo "--- molecule test -s $s"
+        molecule test -s "$s" || { echo "--- molecule scenario $s: FAILED"; rc=1; }
+    done
+    return "$rc"
+}
 
 for s in "${stages[@]}"; do
     case "$s" in

@@ -94,7 +94,8 @@ def add_control(sub):
         p.add_argument('--timeout', type=float, default=30.0,
                        help='seconds to wait after SIGTERM before SIGKILL')
         if name in ('start', 'run'):
-            p.add_argument('--log', help='file that gets the output (appended)')
+            p.add_argument('--log', help='file that gets the output (appended); "-" keeps '
+                           'this stderr (under systemd-run: the unit\'s journal)')
             p.add_argument('--nofile', type=int, default=0, help='RLIMIT_NOFILE wanted')
         if name == 'start':
             p.add_argument('--ready-file', help='removed before the start')

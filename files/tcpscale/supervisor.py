@@ -525,9 +525,11 @@ def cmd_run(args):
     unlink(exitfile)
     limit = nofile_towards(args.nofile)
     libc()                                  # loaded before the fork, used in preexec
-    with open(args.log or os.devnull, 'ab') as logf:
+    # --log - keeps run's own stderr: under systemd-run, the unit's journal
+    with open(os.devnull if args.log == '-' else args.log or os.devnull, 'ab') as logf:
         try:
-            child = subprocess.Popen(args.argv, stdin=subprocess.DEVNULL, stderr=logf,
+            child = subprocess.Popen(args.argv, stdin=subprocess.DEVNULL,
+                                     stderr=None if args.log == '-' else logf,
                                      preexec_fn=own_group_dying_with(os.getpid()))
         except OSError as exc:
             return out({'failed': True, 'msg': 'could not start %s: %s' % (args.argv[0], exc)}, 1)

@@ -209,6 +209,9 @@ def client_entry(host, data, verified):
         'verified_client': _side(verified, host, 'start', 'client'),
         'verified_client_end': _side(verified, host, 'end', 'client'),
         'started_at': iso(data.get('started_at')),
+        'launched_at': iso(data.get('launched_at')),
+        'manager': data.get('manager'),
+        'conntrack': _int_or_none(_side(verified, host, 'start', 'conntrack')),
         'summary_missing': not summary,
         'log_tail': data.get('log_tail') or [],
     }
@@ -225,6 +228,7 @@ def server_entry(host, data, verified):
         'running_at_end': data.get('running_at_end'),
         'verified_server': _side(verified, host, 'start', 'server'),
         'verified_server_end': _side(verified, host, 'end', 'server'),
+        'conntrack': _int_or_none(_side(verified, host, 'start', 'conntrack')),
     }
 
 
@@ -370,6 +374,8 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
         weight = sum(w for _v, w in pairs)
         return round(sum(v * w for v, w in pairs) / weight, 1) if weight else None
 
+    launched = [_num((clients[h] or {}).get('launched_at'), None) for h in clients]
+    launched = [t for t in launched if t is not None]
     stt = [_num(c['seconds_to_target']) for c in per_client.values()
            if c['seconds_to_target'] is not None]
     rates = [_num(c['connections_per_s']) for c in per_client.values()
@@ -395,6 +401,7 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
         'dropped': sum(c['dropped'] for c in per_client.values()),
         'dropped_during_hold': sum(c['dropped_during_hold'] or 0 for c in per_client.values()),
         'seconds_to_target': max(stt) if stt and len(stt) == len(per_client) else None,
+        'start_spread_seconds': round(max(launched) - min(launched), 3) if len(launched) > 1 else None,
         'connections_per_s': round(sum(rates), 1) if rates else None,
         'errors': errors,
         'lost_workers': lost,

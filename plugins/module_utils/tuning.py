@@ -114,14 +114,29 @@ def _memory(h, kernel, v, values, host):
     return memory
 
 
-def _nofile(h, v, values):
-    """nofile for the halves, and fs.nr_open raised first when it is below it."""
+def _nofile(h, v, values, own):
+    """nofile for the halves, and fs.nr_open raised first when it is below it.
+
+    own: this host's nofile limits as kernel_info reads them. Where the host
+    cannot raise a hard limit (no CAP_SYS_RESOURCE: a container, a restricted
+    VM), a higher nofile in limits.d would make pam_limits fail every new login
+    (ssh included) and units would not get it either: it is capped at what the
+    host can give, and the engine spreads its sockets over more processes.
+    """
     nofile = int(v['tuning_nofile'])
     if not nofile:
         # One process could hold its whole half on a host that lets it raise its
         # limit; the engine fans out over workers where it cannot.
         nofile = max(min(pow2_at_least(max(h.srv, h.cli) + 1024 + h.listeners), ipplan.NR_OPEN_MAX),
                      65536)
+    hard = (own or {}).get('hard')
+    if hard and not own.get('cap_sys_resource') and nofile > hard:
+        values.notes.append(
+            'nofile %s capped at %s: this host cannot raise a hard limit above %s (no '
+            'CAP_SYS_RESOURCE, as in a container), so new logins, services and the engine get at '
+            'most that; the engine spreads its sockets over processes of %s descriptors each'
+            % (fmt(nofile), fmt(hard), fmt(hard), fmt(hard)))
+        nofile = hard
     have = current_int(values.sysctls, 'fs.nr_open')
     if have is None or have < nofile:
         values.host['fs.nr_open'] = nofile      # written first by sysctls, before the limits
@@ -208,13 +223,13 @@ def _conntrack(h, kernel, v, values):
 def compute(plan, host, kernel, variables):
     """Kernel values for host's share.
 
-    kernel: {sysctls: {key: value}, mem_available_kb, conntrack_hashsize} (kernel_info).
+    kernel: {sysctls: {key: value}, mem_available_kb, conntrack_hashsize, nofile} (kernel_info).
     variables: the tuning_* role variables by name.
     """
     h = _Host(plan, host)
     values = _Values((kernel or {}).get('sysctls'))
     memory = _memory(h, kernel or {}, variables, values, host)
-    nofile, nr_open = _nofile(h, variables, values)
+    nofile, nr_open = _nofile(h, variables, values, (kernel or {}).get('nofile'))
     values.raise_to('fs.file-max', int(math.ceil(h.sockets * 1.05)) + 65536)
     backlog, server_side, client_side = _halves(h, variables, values)
     ehash = None

@@ -215,11 +215,11 @@ def _check_halves(c):
     c.zero_or('server_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to take the tuning role\'s value, or up to fs.nr_open\'s maximum')
     c.integer('server_ready_timeout', 1)
-    if c.has('server_unit') and not str(c.v['server_unit']).endswith('.service'):
-        c.fail('server_unit', '%r is not a service unit' % c.v['server_unit'],
-               'give a name ending in .service')
-    else:
-        c.raises('server_unit', lm.validate_unit, 'server_unit')
+    for name in ('server_unit', 'client_unit'):
+        if c.has(name) and not str(c.v[name]).endswith('.service'):
+            c.fail(name, '%r is not a service unit' % c.v[name], 'give a name ending in .service')
+        else:
+            c.raises(name, lm.validate_unit, name)
     c.workers('client_workers')
     hold = c.number('client_hold', 0)
     c.number('client_hold_tolerance', 0, below=1, fix='give a fraction from 0 to below 1, e.g. 0.001')

@@ -206,3 +206,21 @@ def test_the_timeline_columns_are_the_engines():
     shm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shm)
     assert shm.TIMELINE_COLUMNS == rp.TIMELINE_COLUMNS
+
+
+def test_a_fleet_report_has_one_row_per_host_the_start_spread_and_conntrack():
+    records = {}
+    for i, host in enumerate(('c1', 'c2', 'c3')):
+        client = {'rc': 0, 'summary': summary(80000), 'launched_at': T0 + 0.4 * i,
+                  'manager': 'systemd'}
+        records[host] = record(client, start=(None, 80000), end=(None, 80000))
+        records[host]['verified']['start']['conntrack'] = '12'
+    for host in ('s1', 's2'):
+        records[host] = record(None, server_state(120000), start=(120000, None),
+                               end=(120000, None), started_at=None)
+    r = rp.report_from_records(records, ['c1', 'c2', 'c3'], ['s1', 's2'], 240000, finished=T0 + 60)
+    assert r['verified_ok'], r['reasons']
+    assert len(r['clients']) + len(r['servers']) == 5
+    assert r['verified_server_side'] == 240000 and r['verified_client_side'] == 240000
+    assert r['start_spread_seconds'] == 0.8
+    assert r['clients']['c2']['conntrack'] == 12 and r['clients']['c1']['manager'] == 'systemd'

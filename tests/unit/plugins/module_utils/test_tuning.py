@@ -111,3 +111,15 @@ def test_the_keys_read_are_the_keys_used():
     t = tuning_of(plan_of(3000000, ['h'], ['h'], topology_server_port_count=64), 'h',
                   kernel(mem_kb=999999999))
     assert set(t['host']) <= set(tu.KEYS)
+
+
+def test_nofile_is_capped_where_the_host_cannot_raise_a_hard_limit():
+    """A container's hard limit of 20,000: a higher nofile would break logins (pam_limits)."""
+    plan = plan_of(240000, ['h'], ['h'])
+    kern = dict(kernel(), nofile={'soft': 20000, 'hard': 20000, 'cap_sys_resource': False})
+    t = tuning_of(plan, 'h', kern)
+    assert t['nofile'] == 20000 and 'fs.nr_open' not in t['host']
+    assert any('capped at 20,000' in n and 'CAP_SYS_RESOURCE' in n for n in t['notes'])
+    # with the capability the computed value stands
+    kern['nofile']['cap_sys_resource'] = True
+    assert tuning_of(plan, 'h', kern)['nofile'] == 262144
