@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -102,8 +101,9 @@ def addresses():
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
     with IPRoute() as ipr:
         names = dict((link['index'], link.get_attr('IFLA_IFNAME')) for link in ipr.get_links())
-        return sorted('%s %s/%d' % (names.get(a['index'], a['index']), a.get_attr('IFA_ADDRESS'),
-                                     a['prefixlen']) for a in ipr.get_addr())
+        return sorted('%s %s/%d' % (names.get(a['index'], a['index']),
+                                    a.get_attr('IFA_ADDRESS'), a['prefixlen'])
+                      for a in ipr.get_addr())
 
 
 def units():
