@@ -20,11 +20,22 @@ method that silently did less is caught. Measured in the same run:
 * an Ansible task looping ansible.builtin.command (`ip addr add`) over 200
   addresses, for the per-address cost of the usual way.
 
+With --anyip, sources made usable without aliases are compared with aliases
+in the same run, at 10,000 and 65,536 sources (--anyip-counts): one
+ip_aliases task against one scalelab.testbed.netns task that adds a local
+route over the sources' prefix (AnyIP). Each is checked for real: the last
+source is bound (with IP_FREEBIND for AnyIP) inside the namespace. With
+--site N, `ansible-playbook site.yml -e testbed_connections=N` then runs
+once with topology_client_sources aliases and once with anyip (4,096
+sources; teardown after each), and the engine's rate of each is printed.
+
 The module's journal goes to a scratch directory (never the host's own).
 Times, per-address costs and ratios are printed; the last line is one JSON
 object. Run it as root, holding the heavy lock:
 
     flock /tmp/scalelab-heavy.lock .venv/bin/python benchmarks/aliases.py
+    flock /tmp/scalelab-heavy.lock .venv/bin/python benchmarks/aliases.py --skip-slow \
+        --anyip --site 1000000
 """
 
 from __future__ import annotations
@@ -71,7 +82,8 @@ class Namespace(object):
 
     def count(self):
         out = run(['ip', '-j', '-4', '-n', self.name, 'addr', 'show', 'dev', DEV]).stdout
-        return len(json.loads(out)[0].get('addr_info', []))
+        links = json.loads(out)
+        return len(links[0].get('addr_info', [])) if links else 0
 
 
 def hosts(n):
@@ -200,6 +212,106 @@ def bench_command_loop(n):
         return tasks['loop'], wall
 
 
+ANYIP_CIDR = '10.122.0.0/15'        # room for 65,536 sources and more
+
+
+def can_bind(ns, address, freebind):
+    """Whether address can be bound (no port) inside ns, as the engine binds a source."""
+    code = ('import socket; s = socket.socket(); s.setsockopt(socket.IPPROTO_IP, 24, 1)\n'
+            'if %r: s.setsockopt(socket.IPPROTO_IP, 15, 1)\n'
+            's.bind((%r, 0))' % (freebind, address))
+    return subprocess.run(['ip', 'netns', 'exec', ns, sys.executable, '-c', code],
+                          check=False, capture_output=True).returncode == 0
+
+
+def last_source(n):
+    net = ipaddress.ip_network(ANYIP_CIDR)
+    return str(net.network_address + n)
+
+
+def bench_sources_aliases(n):
+    """n aliases of ANYIP_CIDR in one ip_aliases task: (task s, the last one binds)."""
+    with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
+        tasks, _wall = playbook('''
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: sources
+      scalelab.testbed.ip_aliases:
+        interface: %s
+        netns: %s
+        cidr: %s
+        count: %d
+        journal: %s/state/journal.json
+''' % (DEV, ns.name, ANYIP_CIDR, n, scratch), 'sources_aliases')
+        assert ns.count() == n, 'ip_aliases task added %d, not %d' % (ns.count(), n)
+        return tasks['sources'], can_bind(ns.name, last_source(n), False)
+
+
+def bench_sources_anyip(n):
+    """One local route over the prefix of n sources: (task s, the last one binds)."""
+    net = ipaddress.ip_network(ANYIP_CIDR)
+    with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
+        tasks, _wall = playbook('''
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: sources
+      scalelab.testbed.netns:
+        name: %s
+        routes:
+          - dst: %s
+            dev: lo
+            type: local
+        journal: %s/state/journal.json
+''' % (ns.name, net, scratch), 'sources_anyip')
+        assert ns.count() == 0, 'AnyIP added addresses'
+        return tasks['sources'], can_bind(ns.name, last_source(n), True)
+
+
+def site_rate(n, sources):
+    """site.yml at n with topology_client_sources=sources, then teardown: report figures."""
+    with tempfile.TemporaryDirectory(prefix='tbb-bench-') as reports:
+        argv = [os.path.join(BIN, 'ansible-playbook'), 'site.yml', '-e', 'testbed_connections=%d' % n,
+                '-e', 'client_hold=3', '-e', 'topology_client_sources=%s' % sources,
+                '-e', 'report_base_dir=%s' % reports]
+        if sources == 'anyip':
+            argv += ['-e', 'topology_client_source_count=4096']
+        start = time.perf_counter()
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        subprocess.run([os.path.join(BIN, 'ansible-playbook'), 'teardown.yml'], cwd=REPO,
+                       capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError('site.yml with %s failed:\n%s' % (sources, proc.stdout[-3000:]))
+        with open(os.path.join(reports, 'latest', 'report.json')) as f:
+            r = json.load(f)
+    return {'wall_s': round(wall, 1), 'seconds_to_target': r['seconds_to_target'],
+            'connections_per_s': r['connections_per_s'], 'verified': r['verified'],
+            'sources': sources}
+
+
+def bench_anyip(args, res):
+    res['sources'] = {}
+    for n in args.anyip_counts:
+        al, al_ok = bench_sources_aliases(n)
+        ai, ai_ok = bench_sources_anyip(n)
+        res['sources'][str(n)] = {'aliases_task_s': round(al, 3), 'anyip_task_s': round(ai, 3),
+                                  'aliases_bind_ok': al_ok, 'anyip_bind_ok': ai_ok,
+                                  'aliases_vs_anyip': round(al / ai, 1) if ai else None}
+        print('%6d sources: aliases %7.2f s task (last one binds: %s), anyip %6.2f s task '
+              '(binds: %s): %.1fx' % (n, al, al_ok, ai, ai_ok, al / ai if ai else float('nan')))
+    if args.site:
+        res['site'] = {}
+        for sources in ('aliases', 'anyip'):
+            res['site'][sources] = site_rate(args.site, sources)
+            print('site.yml at %d with %-7s: %s s to the target, %s connections/s, verified %s'
+                  % (args.site, sources, res['site'][sources]['seconds_to_target'],
+                     res['site'][sources]['connections_per_s'], res['site'][sources]['verified']))
+        a, b = (res['site'][k]['connections_per_s'] for k in ('aliases', 'anyip'))
+        res['site']['anyip_vs_aliases_rate'] = round(b / a, 2) if a and b else None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--count', type=int, default=10000,
@@ -208,6 +320,12 @@ def main():
                         help='addresses for the ansible.builtin.command loop (default 200)')
     parser.add_argument('--skip-slow', action='store_true',
                         help='skip the per-address ip and pyroute2 loops')
+    parser.add_argument('--anyip', action='store_true',
+                        help='compare AnyIP (one local route) with aliases for sources')
+    parser.add_argument('--anyip-counts', type=int, nargs='+', default=[10000, 65536],
+                        help='source counts for --anyip (default 10000 65536)')
+    parser.add_argument('--site', type=int, default=0,
+                        help='with --anyip: also site.yml at this many connections with each')
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit('run as root (namespaces, addresses)')
@@ -263,6 +381,9 @@ def main():
     print('\nratios (per address):')
     for k, v in res['ratios'].items():
         print('  %-42s %8.2f' % (k, v))
+    if args.anyip:
+        print('\nsources without aliases (AnyIP) against aliases:')
+        bench_anyip(args, res)
     res['loadavg_end'] = round(os.getloadavg()[0], 2)
     res['goal_task_under_2s'] = res['ip_aliases_task_s'] < 2.0
     res['goal_50x_command_loop'] = ratios['command_loop_vs_ip_aliases_task'] >= 50

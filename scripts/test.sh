@@ -67,7 +67,7 @@ stage_playbook() { python -m pytest -q tests/playbook; }
 stage_molecule() {
     # MOLECULE_SCENARIOS narrows it, e.g. MOLECULE_SCENARIOS=fleet
     local s rc=0
-    for s in ${MOLECULE_SCENARIOS:-default fleet}; do
+    for s in ${MOLECULE_SCENARIOS:-default ipv6 fleet}; do
         echo "--- molecule test -s $s"
         molecule test -s "$s" || { echo "--- molecule scenario $s: FAILED"; rc=1; }
     done

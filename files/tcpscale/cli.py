@@ -46,6 +46,9 @@ def add_client_targets(c):
     c.add_argument('--sources-count', type=int, help='how many sources from --sources-cidr')
     c.add_argument('--sources-offset', type=int, default=0,
                    help='usable hosts of --sources-cidr to skip first (default 0)')
+    c.add_argument('--freebind', action='store_true',
+                   help='bind the sources with IP_FREEBIND: they need not be on an interface '
+                   '(AnyIP: a local route over their prefix)')
     c.add_argument('--connections', type=int, required=True, help='target count')
     c.add_argument('--allow-external', action='store_true',
                    help='allow targets outside private, loopback, link-local and benchmark '

@@ -32,7 +32,7 @@ from .shm import (ERR_BASE, F_ATTEMPTS, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, 
                   hist_percentile, publish_cpu)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
-                     SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
+                     IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
                      write_json_atomic)
 
 HB_BURST = 32               # heartbeats a client worker sends in one pass (small: RTT fidelity)
@@ -97,6 +97,7 @@ class ClientWorker(object):
         self.rbufs = [bytearray(65536)]
         self.retries = args.retries
         self.timeout = args.timeout
+        self.freebind = getattr(args, 'freebind', False)
         self.hb_interval = args.heartbeat_interval
         self.next_g = start_g
         self.end_g = start_g + quota
@@ -183,6 +184,7 @@ class ClientWorker(object):
         new_socket = _socket.socket
         nonblock_stream = socket.SOCK_STREAM | SOCK_NONBLOCK
         sol_ip = socket.IPPROTO_IP
+        freebind = self.freebind
         einprogress = errno.EINPROGRESS
         register = self.epoll.register
         conn_mask = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
@@ -206,6 +208,8 @@ class ClientWorker(object):
                 continue
             try:
                 s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
+                if freebind:
+                    s.setsockopt(sol_ip, IP_FREEBIND, 1)
                 s.bind((src, 0))
                 err = s.connect_ex(dst)
             except OSError as exc:

@@ -199,6 +199,7 @@ class ClientPlan(object):
         self.plo, self.phi = parse_ports(args.ports)
         self.nports = self.phi - self.plo + 1
         self.sources = client_sources(args)
+        self.freebind = bool(getattr(args, 'freebind', False))
         if not args.allow_external:
             bad = [str(a) for a in self.targets if not is_safe_target(a)]
             if bad:
@@ -252,7 +253,7 @@ class ClientPlan(object):
 
     def probe_sources(self):
         """Every source must be an address of this namespace (bind without a port)."""
-        probe_addresses(self.sources, 'source', '--sources')
+        probe_addresses(self.sources, 'source', '--sources', self.freebind)
 
 
 class ServerPlan(object):

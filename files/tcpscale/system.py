@@ -23,6 +23,9 @@ from .shm import PAGE
 EXIT_OK, EXIT_NOT_REACHED, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, 'IP_BIND_ADDRESS_NO_PORT', 24)
+# Bind an address that is not on any interface (AnyIP: a local route covers
+# it). IP_FREEBIND at SOL_IP sets the same socket flag for IPv6 sockets.
+IP_FREEBIND = getattr(socket, 'IP_FREEBIND', 15)
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 SOCK_NONBLOCK = getattr(socket, 'SOCK_NONBLOCK', 0o4000)
@@ -264,20 +267,25 @@ def close_rst(fds):
         s.close()
 
 
-def probe_addresses(addrs, what, option):
+def probe_addresses(addrs, what, option, freebind=False):
     """Fail (Usage) unless every address belongs to this network namespace.
 
     Binds each one without a port (IP_BIND_ADDRESS_NO_PORT), so nothing is
-    reserved and nothing listens.
+    reserved and nothing listens. With freebind the bind is the engine's own
+    (IP_FREEBIND): it fails only where the kernel refuses such binds.
     """
     for a in addrs:
         af = socket.AF_INET if a.version == 4 else socket.AF_INET6
         s = socket.socket(af, socket.SOCK_STREAM)
         try:
             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            if freebind:
+                s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
             s.bind((str(a), 0))
         except OSError as exc:
-            raise Usage('%s address %s cannot be used in this network namespace: %s '
-                        '(add it as an alias first, or fix %s)' % (what, a, exc.strerror, option))
+            fix = ('AnyIP needs binds with IP_FREEBIND, which this kernel refuses: use aliases'
+                   if freebind else 'add it as an alias first, or fix %s' % option)
+            raise Usage('%s address %s cannot be used in this network namespace: %s (%s)'
+                        % (what, a, exc.strerror, fix))
         finally:
             s.close()

@@ -22,6 +22,9 @@ Kinds, in the order restore replays them (what KEY is; what previous holds):
 * ``notrack``  a NOTRACK rule added: ``<backend>|<family>|<table>|<chain>|<rule>``; null.
   Extra: backend (nft, iptables), family, table, chain, rule (list of tokens), netns.
 * ``aliases``  tagged addresses added on an interface: ``<netns or ->|<interface>``; null.
+* ``route``    a route added or replaced by scalelab.testbed.netns:
+  ``<netns or ->|<type> <dst>`` (type ``unicast`` or ``local``); the route it replaced
+  (``{gateway, dev}``) or null (there was none).
 * ``link``     a veth pair created: ``<netns or ->|<name>``; null.
 * ``netns``    a network namespace created: its name; null.
 * ``file``     a file written or removed: its path; its previous content or null
@@ -57,22 +60,24 @@ HOST_SCOPE = '-'
 KIND_NOTRACK = 'notrack'
 KIND_ALIASES = 'aliases'
 KIND_LINK = 'link'
+KIND_ROUTE = 'route'
 KIND_NETNS = 'netns'
 KIND_UNIT = 'unit'
 KIND_FILE = 'file'
 KIND_SYSCTL = 'sysctl'
 KIND_HASHSIZE = 'hashsize'
 KIND_PATH = 'path'
-KINDS = (KIND_UNIT, KIND_NOTRACK, KIND_ALIASES, KIND_LINK, KIND_NETNS, KIND_FILE, KIND_SYSCTL,
-         KIND_HASHSIZE, KIND_PATH)
+KINDS = (KIND_UNIT, KIND_NOTRACK, KIND_ALIASES, KIND_ROUTE, KIND_LINK, KIND_NETNS, KIND_FILE,
+         KIND_SYSCTL, KIND_HASHSIZE, KIND_PATH)
 
 # What 'previous' may hold, per kind; the extras each kind requires.
 _PREVIOUS = {KIND_SYSCTL: (str,), KIND_HASHSIZE: (str,), KIND_FILE: (str, type(None)),
+             KIND_ROUTE: (dict, type(None)),
              KIND_UNIT: (str, type(None))}
 _REQUIRED = {KIND_NOTRACK: {'backend': str, 'family': str, 'table': str, 'chain': str,
                             'rule': list},
              KIND_UNIT: {'path': str}}
-_SCOPED = (KIND_SYSCTL, KIND_ALIASES, KIND_LINK)
+_SCOPED = (KIND_SYSCTL, KIND_ALIASES, KIND_LINK, KIND_ROUTE)
 _PATHS = (KIND_FILE, KIND_HASHSIZE, KIND_PATH)
 
 

@@ -42,7 +42,7 @@ from ansible_collections.scalelab.testbed.plugins.module_utils import netns as n
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
     TestbedError, validate_ifname, validate_name)
 from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
-    DEFAULT_JOURNAL, KIND_ALIASES, KIND_LINK, KIND_NETNS, scoped_key, split_scoped_key)
+    DEFAULT_JOURNAL, KIND_ALIASES, KIND_LINK, KIND_NETNS, KIND_ROUTE, scoped_key, split_scoped_key)
 from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import (
     Transaction, error_text)
 
@@ -57,15 +57,23 @@ IFA_F_NODAD = 0x02
 MTU_MIN, MTU_MAX = 68, 65535
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
 RTN_UNICAST = 1
+RTN_LOCAL = 2
+RT_SCOPE_HOST = 254
+# Route types the module manages: a unicast route of the main table, or a
+# local route of the local table (AnyIP: every address of dst is this host's).
+ROUTE_TYPES = {'unicast': (RTN_UNICAST, RT_TABLE_MAIN), 'local': (RTN_LOCAL, RT_TABLE_LOCAL)}
 LINK_LOCAL6 = ipaddress.ip_network('fe80::/10')
 
 VethSpec = namedtuple('VethSpec', 'name peer peer_netns addresses peer_addresses mtu state')
-RouteSpec = namedtuple('RouteSpec', 'dst gateway dev')
+RouteSpec = namedtuple('RouteSpec', 'dst gateway dev type')
+RouteSpec.__new__.__defaults__ = ('unicast',)
 NetnsSpec = namedtuple('NetnsSpec', 'name state loopback veths routes')
 LinkState = namedtuple('LinkState', 'name index kind up mtu addresses peer_index '
                                     'peer_elsewhere peer_nsid', defaults=(None,))
-RouteState = namedtuple('RouteState', 'dst gateway dev')
+RouteState = namedtuple('RouteState', 'dst gateway dev type')
+RouteState.__new__.__defaults__ = ('unicast',)
 Change = namedtuple('Change', 'kind netns ifname detail')
 
 
@@ -107,6 +115,10 @@ def parse_route(route, index):
     dst = route.get('dst')
     gateway = route.get('gateway')
     dev = route.get('dev')
+    kind = route.get('type') or 'unicast'
+    if kind not in ROUTE_TYPES:
+        raise TestbedError(field + '.type', 'unknown route type %r' % (kind,),
+                           'give one of %s' % ', '.join(sorted(ROUTE_TYPES)))
     gw = None
     if gateway is not None:
         try:
@@ -119,6 +131,9 @@ def parse_route(route, index):
     if gw is None and dev is None:
         raise TestbedError(field, 'a route needs a gateway, a dev, or both',
                            'add gateway: or dev:')
+    if kind == 'local' and (gw is not None or dev is None):
+        raise TestbedError(field, 'a local route takes a dev (e.g. lo) and no gateway',
+                           'give dev: lo and remove gateway:')
     if not isinstance(dst, str) or not dst:
         raise TestbedError(field + '.dst', 'dst is required',
                            'give a network such as "10.2.0.0/16" or "default"')
@@ -135,7 +150,7 @@ def parse_route(route, index):
         raise TestbedError(field + '.gateway', 'gateway %s is IPv%d but dst %s is IPv%d'
                            % (gw, gw.version, net, net.version),
                            'use a gateway of the same family as dst')
-    return RouteSpec(net, gw, dev)
+    return RouteSpec(net, gw, dev, kind)
 
 
 def normalize_spec(name, state='present', loopback=True, veths=None, routes=None):
@@ -178,10 +193,11 @@ def normalize_spec(name, state='present', loopback=True, veths=None, routes=None
     route_specs = [parse_route(r, i) for i, r in enumerate(routes or [])]
     seen = {}
     for i, r in enumerate(route_specs):
-        if r.dst in seen:
-            raise TestbedError('routes[%d].dst' % i, 'route to %s is listed twice (also '
-                               'routes[%d])' % (r.dst, seen[r.dst]), 'keep one entry per dst')
-        seen[r.dst] = i
+        if (r.type, r.dst) in seen:
+            raise TestbedError('routes[%d].dst' % i, '%s route to %s is listed twice (also '
+                               'routes[%d])' % (r.type, r.dst, seen[(r.type, r.dst)]),
+                               'keep one entry per type and dst')
+        seen[(r.type, r.dst)] = i
     return NetnsSpec(name, state, loopback, specs, route_specs)
 
 
@@ -284,13 +300,13 @@ def plan_netns(spec, exists, links, others, routes, namespaces):
         _plan_addresses(changes, peer_ns, v.peer, v.peer_addresses, peer)
 
     declared = set(v.name for v in spec.veths)
-    current = dict((r.dst, r) for r in routes)
+    current = dict(((r.type, r.dst), r) for r in routes)
     for i, r in enumerate(spec.routes):
         if r.dev is not None and r.dev not in links and r.dev not in declared:
             raise TestbedError('routes[%d].dev' % i, 'interface %r does not exist in %s'
                                % (r.dev, _where(name)),
                                'declare it under veths or fix the name')
-        have = current.get(r.dst)
+        have = current.get((r.type, r.dst))
         if have is None or have.gateway != r.gateway or (
                 r.dev is not None and have.dev != r.dev):
             changes.append(Change('route', name, r.dev, r))
@@ -304,7 +320,7 @@ def predict_state(before, spec, changes):
                 'peers': []}
     links = dict(((spec.name, l['name']), dict(l)) for l in before.get('links', []))
     peers = dict(((p['netns'], p['name']), dict(p)) for p in before.get('peers', []))
-    routes = dict((r['dst'], dict(r)) for r in before.get('routes', []))
+    routes = dict(((r.get('type', 'unicast'), r['dst']), dict(r)) for r in before.get('routes', []))
 
     for c in changes:
         if c.kind == 'add_veth':
@@ -319,9 +335,9 @@ def predict_state(before, spec, changes):
             continue
         if c.kind == 'route':
             r = c.detail
-            routes[str(r.dst)] = {'dst': str(r.dst),
-                                  'gateway': str(r.gateway) if r.gateway else None,
-                                  'dev': r.dev}
+            routes[(r.type, str(r.dst))] = {'dst': str(r.dst),
+                                            'gateway': str(r.gateway) if r.gateway else None,
+                                            'dev': r.dev, 'type': r.type}
             continue
         if c.kind == 'set_state' and c.ifname == 'lo' and c.netns == spec.name:
             links.setdefault((spec.name, 'lo'), {'name': 'lo', 'kind': None,
@@ -339,7 +355,7 @@ def predict_state(before, spec, changes):
                 link['addresses'] = [a for a in link['addresses'] if a != str(c.detail)]
     return {'name': spec.name, 'exists': True,
             'links': sorted(links.values(), key=lambda l: (l['name'] != 'lo', l['name'])),
-            'routes': sorted(routes.values(), key=lambda r: r['dst']),
+            'routes': sorted(routes.values(), key=lambda r: (r['dst'], r['type'])),
             'peers': [peers[(v.peer_netns, v.peer)] for v in spec.veths
                       if (v.peer_netns, v.peer) in peers]}
 
@@ -438,21 +454,34 @@ class Netlink(nl.Closing):
         return dict((l.name, l) for l in (link_state(m, addrs) for m in ipr.get_links()))
 
     def read_routes(self, netns, links):
+        """Unicast routes of the main table and local routes of the local table.
+
+        The local table also holds the kernel's own routes for every address
+        and broadcast; only local routes over more than one address (AnyIP
+        prefixes) are returned, and those the kernel made for an address are not.
+        """
         names = dict((l.index, l.name) for l in links.values())
+        own = set()
+        for l in links.values():
+            own.update(a.network for a in l.addresses)
+            own.update(ipaddress.ip_network(a.ip) for a in l.addresses)
         result = []
-        for msg in self.ipr(netns).get_routes(table=RT_TABLE_MAIN):
-            if msg['type'] != RTN_UNICAST or msg.get_attr('RTA_MULTIPATH'):
-                continue
-            if msg.get_attr('RTA_TABLE', RT_TABLE_MAIN) != RT_TABLE_MAIN:
-                continue
-            family = msg['family']
-            zero = '0.0.0.0' if family == socket.AF_INET else '::'
-            dst = ipaddress.ip_network('%s/%d' % (msg.get_attr('RTA_DST') or zero,
-                                                  msg['dst_len']), strict=False)
-            gw = msg.get_attr('RTA_GATEWAY')
-            oif = msg.get_attr('RTA_OIF')
-            result.append(RouteState(dst, ipaddress.ip_address(gw) if gw else None,
-                                     names.get(oif)))
+        for kind, (rtype, table) in sorted(ROUTE_TYPES.items()):
+            for msg in self.ipr(netns).get_routes(table=table):
+                if msg['type'] != rtype or msg.get_attr('RTA_MULTIPATH'):
+                    continue
+                if msg.get_attr('RTA_TABLE', table) != table:
+                    continue
+                family = msg['family']
+                zero = '0.0.0.0' if family == socket.AF_INET else '::'
+                dst = ipaddress.ip_network('%s/%d' % (msg.get_attr('RTA_DST') or zero,
+                                                      msg['dst_len']), strict=False)
+                if kind == 'local' and (dst.num_addresses == 1 or dst in own):
+                    continue
+                gw = msg.get_attr('RTA_GATEWAY')
+                oif = msg.get_attr('RTA_OIF')
+                result.append(RouteState(dst, ipaddress.ip_address(gw) if gw else None,
+                                         names.get(oif), kind))
         return result
 
     def lookup(self, netns, ifname):
@@ -534,7 +563,7 @@ def state_dict(name, exists, links, routes, spec=None, others=None):
             item['peer'], item['peer_netns'] = peers[l.name]
         out.append(item)
     rts = [{'dst': str(r.dst), 'gateway': str(r.gateway) if r.gateway else None,
-            'dev': r.dev} for r in sorted(routes, key=lambda r: str(r.dst))]
+            'dev': r.dev, 'type': r.type} for r in sorted(routes, key=lambda r: (str(r.dst), r.type))]
     return {'name': name, 'exists': True, 'links': out, 'routes': rts, 'peers': out_peers}
 
 
@@ -572,9 +601,10 @@ def apply_changes(nl, spec, changes, before_links, others, journal=DEFAULT_JOURN
     """Run changes in order as the steps of one Transaction; on error undo and raise.
 
     The journal gets KIND_NETNS (key: name) for a namespace created and
-    KIND_LINK (key: scoped_key(netns, veth name)) for a veth created; a
-    state=absent plan forgets the entries of what it removed, once every
-    step succeeded. On failure the steps made are undone in reverse (a veth
+    KIND_LINK (key: scoped_key(netns, veth name)) for a veth created, and
+    KIND_ROUTE (key: scoped_key(netns, 'TYPE DST')) for a route added or
+    replaced, with the route it replaced; a state=absent plan forgets the
+    entries of what it removed, once every step succeeded. On failure the steps made are undone in reverse (a veth
     deleted is created again with its peer, addresses, mtu and state, a
     namespace removed is created again), the journal is left as it was, and
     TestbedError names the step and the error.
@@ -588,9 +618,10 @@ def apply_changes(nl, spec, changes, before_links, others, journal=DEFAULT_JOURN
         for kind, key in forget:
             tx.forget(kind, key)
         if any(c.kind == 'del_ns' for c in changes):
-            for key in list(tx.journal().entries(KIND_ALIASES)):
-                if split_scoped_key(key)[0] == spec.name:
-                    tx.forget(KIND_ALIASES, key)     # they went with the namespace
+            for kind in (KIND_ALIASES, KIND_ROUTE):
+                for key in list(tx.journal().entries(kind)):
+                    if split_scoped_key(key)[0] == spec.name:
+                        tx.forget(kind, key)         # they went with the namespace
 
 
 def _apply_one(nl, spec, c, tx, current, forget):
@@ -705,10 +736,13 @@ def _recreate_pair(nl, netns, link, pair):
             _set(nl, where, end.name, state='up')
 
 
-def _route_kwargs(nl, netns, dst, gateway, dev):
+def _route_kwargs(nl, netns, dst, gateway, dev, kind='unicast'):
+    rtype, table = ROUTE_TYPES[kind]
     kw = dict(dst=str(dst.network_address), dst_len=dst.prefixlen,
               family=socket.AF_INET if dst.version == 4 else socket.AF_INET6,
-              table=RT_TABLE_MAIN)
+              table=table, type=rtype)
+    if kind == 'local':
+        kw['scope'] = RT_SCOPE_HOST
     if gateway is not None:
         kw['gateway'] = str(gateway)
     if dev is not None:
@@ -716,21 +750,51 @@ def _route_kwargs(nl, netns, dst, gateway, dev):
     return kw
 
 
+def _route_key(netns, r):
+    return scoped_key(netns, '%s %s' % (r.type, r.dst))
+
+
 def _apply_route(nl, c, tx, what):
+    """Add or replace one route, recording what it replaced (KIND_ROUTE)."""
     r = c.detail
     links = nl.read_links(c.netns)
-    old = [x for x in nl.read_routes(c.netns, links) if x.dst == r.dst]
+    old = [x for x in nl.read_routes(c.netns, links) if x.dst == r.dst and x.type == r.type]
+    previous = ({'gateway': str(old[0].gateway) if old[0].gateway else None, 'dev': old[0].dev}
+                if old else None)
 
     def put():
-        nl.ipr(c.netns).route('replace', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev))
+        nl.ipr(c.netns).route('replace', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev,
+                                                         r.type))
 
     def undo():
         if old:
             nl.ipr(c.netns).route('replace', **_route_kwargs(nl, c.netns, old[0].dst,
-                                                             old[0].gateway, old[0].dev))
+                                                             old[0].gateway, old[0].dev, r.type))
         else:
-            nl.ipr(c.netns).route('del', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev))
-    tx.step(put, undo, what, 'routes')
+            nl.ipr(c.netns).route('del', **_route_kwargs(nl, c.netns, r.dst, r.gateway, r.dev,
+                                                         r.type))
+    tx.change(KIND_ROUTE, _route_key(c.netns, r), previous, put, undo, what, 'routes')
+
+
+def put_back_route(netns, kind, dst, previous):
+    """Restore: the route of kind to dst as it was before the testbed (previous: {gateway,
+    dev} or None for none). Whether anything changed."""
+    dst = ipaddress.ip_network(dst)
+    with Netlink() as nl:
+        links = nl.read_links(netns)
+        now = [x for x in nl.read_routes(netns, links) if x.dst == dst and x.type == kind]
+        if previous is None:
+            if not now:
+                return False
+            nl.ipr(netns).route('del', **_route_kwargs(nl, netns, dst, now[0].gateway, now[0].dev,
+                                                       kind))
+            return True
+        gateway = ipaddress.ip_address(previous['gateway']) if previous.get('gateway') else None
+        if now and now[0].gateway == gateway and now[0].dev == previous.get('dev'):
+            return False
+        nl.ipr(netns).route('replace', **_route_kwargs(nl, netns, dst, gateway, previous.get('dev'),
+                                                       kind))
+        return True
 
 
 # --------------------------------------------------------------------------

@@ -68,29 +68,36 @@ class _Plan(object):
     def input_of(self, host, name):
         return (self.inputs.get(host) or {}).get(name)
 
-    def client_entry(self, host, targets, source_count, room, where):
-        """Sources needed for host's share, with the arithmetic; an error when short."""
-        share = self.shares[host]
+    def client_entry(self, host, targets, source_count, room, where, share=None, family=''):
+        """Sources needed for host's share (or the part of it given), with the arithmetic;
+        an error when short."""
+        share = self.shares[host] if share is None else share
         per_source = len(targets) * self.nports * self.per_tuple
         entry = {'connections': share, 'source_count': 0, 'targets': list(targets),
                  'tuples': 0, 'capacity': 0, 'per_source': per_source, 'sources': []}
         if per_source == 0:
             return entry
         needed = int(math.ceil(share / float(per_source))) if share else 0
+        if source_count and source_count > room:
+            self.errors.append('topology_client_source_count %d does not fit: %s offers %d source '
+                               'address(es). Fix: give a larger network, fewer sources, or (aliases) a higher '
+                               'topology_client_source_max'
+                               % (source_count, where, room))
         count = source_count or (max(1, needed) if share else 0)
         count = min(count, max(room, 0)) if room else 0
         capacity = count * per_source
         self.arithmetic.append(
-            'client %s: %s connections; %d source(s) x %d destination(s) x %d port(s) x %s ports '
-            'per tuple = %s' % (host, fmt(share), count, len(targets), self.nports,
-                                fmt(self.per_tuple), fmt(capacity)))
+            'client %s: %s connections%s; %d source(s) x %d destination(s) x %d port(s) x %s ports '
+            'per tuple = %s' % (host, fmt(share), family and ' over ' + family, count, len(targets),
+                                self.nports, fmt(self.per_tuple), fmt(capacity)))
         if share > capacity:
             self.errors.append(
-                'client %s cannot reach %s connections: %d source address(es) x %d destination(s) '
+                'client %s cannot reach %s connections%s: %d source address(es) x %d destination(s) '
                 'x %d server port(s) x %s ports per tuple (port range x fill) = %s; it needs %d '
                 'source address(es) but %s offers %d. Fix: add server ports '
                 '(topology_server_port_count), server addresses, source addresses, or widen '
-                'topology_port_range' % (host, fmt(share), count, len(targets), self.nports,
+                'topology_port_range' % (host, fmt(share), family and ' over ' + family, count,
+                                         len(targets), self.nports,
                                          fmt(self.per_tuple), fmt(capacity), needed, where, room))
         entry.update(source_count=count, tuples=count * len(targets) * self.nports,
                      capacity=capacity)
@@ -108,6 +115,96 @@ class _PlanError(Exception):
     pass
 
 
+# The one-box networks of each family: (server cidr, client cidr, link prefix length).
+NETNS_FAMILY_VARS = {
+    4: ('topology_netns_server_cidr', 'topology_netns_client_cidr', 'topology_netns_prefix_length'),
+    6: ('topology_netns_server_cidr6', 'topology_netns_client_cidr6', 'topology_netns_prefix_length6'),
+}
+FAMILIES = {'ipv4': (4,), 'ipv6': (6,), 'dual': (4, 6)}
+ANYIP_SOURCE_MAX = 1 << 20      # sources of one AnyIP prefix the engine is given at most
+
+
+def families(v):
+    """The IP versions of the run (testbed_ip_family; ipv4 when it is not given)."""
+    return FAMILIES.get(v.get('testbed_ip_family') or 'ipv4', (4,))
+
+
+def split_families(share, versions):
+    """A host's share over the families of the run: halves, the remainder to the first."""
+    return split_total(share, versions)
+
+
+def _netns_family(p, version):
+    """Server addresses, link and client network of one family on the one-box default."""
+    v = p.v
+    srv_name, cli_name, plen_name = NETNS_FAMILY_VARS[version]
+    srv_net, cli_net = ipplan.network(v[srv_name]), ipplan.network(v[cli_name])
+    for name, net in ((srv_name, srv_net), (cli_name, cli_net)):
+        if net.version != version:
+            raise _PlanError('%s %s is IPv%d, but testbed_ip_family %s needs an IPv%d network '
+                             'there; give one (the default is %s) or change testbed_ip_family'
+                             % (name, net, net.version, v.get('testbed_ip_family') or 'ipv4',
+                                version, DEFAULT_NETNS[version][name == cli_name]))
+    nsrv = int(v['topology_server_address_count'])
+    room = ipplan.usable_hosts(srv_net)[1]
+    if nsrv > room:
+        p.errors.append('topology_server_address_count %d does not fit in %s %s (%d addresses)'
+                        % (nsrv, srv_name, srv_net, room))
+        nsrv = max(1, room)
+    srv_addrs = _hosts(srv_net, nsrv, 0, srv_name)
+    prefix = int(v[plen_name])
+    link = ipaddress.ip_network('%s/%d' % (srv_addrs[0], prefix), strict=False)
+    for name, net in ((srv_name, srv_net), (cli_name, cli_net)):
+        if not net.subnet_of(link):
+            p.errors.append('%s %s is not inside the veth link network %s (%s %d): the two '
+                            'namespaces could not reach each other; widen the prefix or move the '
+                            'network' % (name, net, link, plen_name, prefix))
+    if srv_net.overlaps(cli_net):
+        p.errors.append('%s %s and %s %s overlap' % (srv_name, srv_net, cli_name, cli_net))
+    return {'version': version, 'server_addresses': srv_addrs, 'client_net': cli_net,
+            'client_cidr_name': cli_name, 'prefix': prefix, 'server_cidr': str(srv_net)}
+
+
+DEFAULT_NETNS = {4: ('10.240.0.0/17', '10.240.128.0/17'),
+                 6: ('fd5c:a1e0:7e57::/64', 'fd5c:a1e0:7e57:1::/64')}
+
+
+def _with_prefix(addresses, prefix, host_prefix):
+    """The first address with the link prefix, the others as host routes (/32, /128)."""
+    return ['%s/%d' % (a, prefix if i == 0 else host_prefix) for i, a in enumerate(addresses)]
+
+
+def _netns_client(p, host, fams, anyip):
+    """One one-box client: its sources of every family, the addresses and AnyIP routes."""
+    parts = split_families(p.shares[host], [f['version'] for f in fams])
+    entry = {'connections': p.shares[host], 'source_count': 0, 'targets': [], 'tuples': 0,
+             'capacity': 0, 'per_source': 0, 'sources': [], 'interface_addresses': [],
+             'local_routes': [], 'families': {}}
+    for f in fams:
+        cli_net, name = f['client_net'], f['client_cidr_name']
+        room = ipplan.usable_hosts(cli_net)[1]
+        room = min(room, ANYIP_SOURCE_MAX if anyip else p.source_max)
+        part = p.client_entry(host, f['server_addresses'], p.source_count, room,
+                              '%s %s' % (name, cli_net), share=parts[f['version']],
+                              family='IPv%d' % f['version'] if len(fams) > 1 else '')
+        part['sources'] = _hosts(cli_net, part['source_count'], 0, name) if part['source_count'] else []
+        if part['sources']:
+            on_link = part['sources'][:1] if anyip else part['sources']
+            entry['interface_addresses'] += _with_prefix(on_link, f['prefix'],
+                                                         ipplan.HOST_PREFIX[f['version']])
+            if anyip:
+                entry['local_routes'].append({'dst': str(cli_net), 'dev': 'lo', 'type': 'local'})
+        for key in ('source_count', 'tuples', 'capacity'):
+            entry[key] += part[key]
+        entry['targets'] += part['targets']
+        entry['sources'] += part['sources']
+        entry['per_source'] = max(entry['per_source'], part['per_source'])
+        entry['families']['ipv%d' % f['version']] = {
+            'connections': parts[f['version']], 'sources': part['source_count'],
+            'capacity': part['capacity'], 'targets': part['targets']}
+    return entry
+
+
 def _netns_plan(p):
     """The one-box default: every host runs both halves in two namespaces."""
     v = p.v
@@ -117,37 +214,29 @@ def _netns_plan(p):
         p.errors.append('topology_mode netns runs both halves on each host, so every host must be '
                         'in both groups "servers" and "clients"; not in both: %s (or use '
                         'topology_mode host)' % ', '.join(lonely))
-    srv_cidr, cli_cidr = v['topology_netns_server_cidr'], v['topology_netns_client_cidr']
-    srv_net, cli_net = ipplan.network(srv_cidr), ipplan.network(cli_cidr)
-    nsrv = int(v['topology_server_address_count'])
-    room = ipplan.usable_hosts(srv_net)[1]
-    if nsrv > room:
-        p.errors.append('topology_server_address_count %d does not fit in topology_netns_server_cidr '
-                        '%s (%d addresses)' % (nsrv, srv_cidr, room))
-        nsrv = max(1, room)
-    srv_addrs = _hosts(srv_net, nsrv, 0, 'topology_netns_server_cidr')
-    prefix = int(v['topology_netns_prefix_length'])
-    link = ipaddress.ip_network('%s/%d' % (srv_addrs[0], prefix), strict=False)
-    for name, net in (('topology_netns_server_cidr', srv_net), ('topology_netns_client_cidr', cli_net)):
-        if net.version != link.version or not net.subnet_of(link):
-            p.errors.append('%s %s is not inside the veth link network %s '
-                            '(topology_netns_prefix_length %d): the two namespaces could not reach '
-                            'each other; widen the prefix or move the network' % (name, net, link, prefix))
-    if srv_net.version == cli_net.version and srv_net.overlaps(cli_net):
-        p.errors.append('topology_netns_server_cidr %s and topology_netns_client_cidr %s overlap'
-                        % (srv_cidr, cli_cidr))
-    cli_room = ipplan.usable_hosts(cli_net)[1]
+    anyip = v.get('topology_client_sources') == 'anyip'
+    fams = [_netns_family(p, version) for version in families(v)]
+    srv_addrs = [a for f in fams for a in f['server_addresses']]
+    srv_iface = [a for f in fams
+                 for a in _with_prefix(f['server_addresses'], f['prefix'], ipplan.HOST_PREFIX[f['version']])]
     for host in p.clients:
-        p.plan_servers[host] = {'addresses': list(srv_addrs), 'connections': p.shares[host]}
-        entry = p.client_entry(host, srv_addrs, p.source_count, min(p.source_max, cli_room),
-                               'topology_netns_client_cidr %s' % cli_cidr)
-        entry['sources'] = _hosts(cli_net, entry['source_count'], 0, 'topology_netns_client_cidr')
-        p.plan_clients[host] = entry
+        p.plan_servers[host] = {'addresses': list(srv_addrs), 'connections': p.shares[host],
+                                'interface_addresses': list(srv_iface), 'routes': []}
+        p.plan_clients[host] = entry = _netns_client(p, host, fams, anyip)
+        if anyip:
+            # the way back to the sources: through the client end's own address
+            p.plan_servers[host]['routes'] = [
+                {'dst': r['dst'], 'gateway': a.split('/')[0]}
+                for r, a in zip(entry['local_routes'], entry['interface_addresses'])]
     for host in p.servers:
-        p.plan_servers.setdefault(host, {'addresses': list(srv_addrs), 'connections': 0})
+        p.plan_servers.setdefault(host, {'addresses': list(srv_addrs), 'connections': 0,
+                                         'interface_addresses': list(srv_iface), 'routes': []})
+    first = fams[0]
     return {'server': v['topology_netns_server'], 'client': v['topology_netns_client'],
             'veth_server': v['topology_veth_server'], 'veth_client': v['topology_veth_client'],
-            'prefix_length': prefix, 'server_cidr': srv_cidr, 'client_cidr': cli_cidr}
+            'prefix_length': first['prefix'], 'server_cidr': first['server_cidr'],
+            'client_cidr': str(first['client_net']),
+            'client_cidrs': [str(f['client_net']) for f in fams]}
 
 
 def _server_endpoints(p):
@@ -207,9 +296,32 @@ def _fleet_client(p, host, targets, cursor):
     return entry
 
 
+def _fleet_families(p, targets):
+    """Every address and network a fleet run uses is of the family testbed_ip_family names."""
+    v = p.v
+    version = families(v)[0]
+    family = v.get('testbed_ip_family') or 'ipv4'
+    given = [('topology_server_addresses', a) for a in targets]
+    given += [('topology_client_addresses', a) for h in p.clients
+              for a in (p.input_of(h, 'client_addresses') or [])]
+    for name in ('topology_client_cidr', 'topology_server_alias_cidr'):
+        if v.get(name):
+            given.append((name, v[name]))
+    for name, value in given:
+        try:
+            have = ipaddress.ip_network(str(value), strict=False).version
+        except ValueError:
+            continue            # reported by the checks of the variable itself
+        if have != version:
+            p.errors.append('%s %s is IPv%d, but testbed_ip_family is %s: give IPv%d addresses '
+                            'and networks, or set testbed_ip_family to ipv%d'
+                            % (name, value, have, family, version, have))
+
+
 def _fleet_plan(p):
     v = p.v
     targets = _server_endpoints(p)
+    _fleet_families(p, targets)
     alias_cidrs = [(p.input_of(h, 'server_aliases') or {}).get('cidr') for h in p.servers]
     if not v.get('topology_interface') and (v.get('topology_client_cidr') or any(alias_cidrs)):
         p.errors.append('topology_interface is empty: aliases (topology_client_cidr, '
@@ -261,6 +373,10 @@ def build(variables, servers, clients, host_inputs=None):
     return {
         'ok': not p.errors, 'errors': p.errors, 'arithmetic': p.arithmetic,
         'mode': variables['topology_mode'], 'netns': netns,
+        'ip_family': variables.get('testbed_ip_family') or 'ipv4',
+        'alias_prefix_length': int(variables.get('topology_alias_prefix_length') or 0)
+        or ipplan.HOST_PREFIX[families(variables)[0]],
+        'client_sources': variables.get('topology_client_sources') or 'aliases',
         'interface': variables.get('topology_interface') or '',
         'connections': p.connections, 'port_range': p.port_range,
         'port_range_size': p.port_range[1] - p.port_range[0] + 1, 'port_fill': p.fill,

@@ -177,6 +177,16 @@ def plot(timeline, marks=(), width=800, height=300, left=72, right=72, top=16, b
 
 # ------------------------------------------------------------------- hosts
 
+def by_family(sides):
+    """{ipv4: n, ipv6: n} verified at the start of the hold, the smaller side of each, for a
+    dual-stack run (where the IPv6 connections were counted on their own); else None."""
+    six = [sides.get(('start', s + '6')) for s in ('server', 'client')]
+    alls = [sides.get(('start', s)) for s in ('server', 'client')]
+    if None in six or None in alls:
+        return None
+    return {'ipv4': min(a - b for a, b in zip(alls, six)), 'ipv6': min(six)}
+
+
 def _side(verified, host, phase, side):
     return ((verified.get(host) or {}).get(phase) or {}).get(side)
 
@@ -382,7 +392,7 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
              if c['connections_per_s'] is not None]
     sides = {}
     for phase in ('start', 'end'):
-        for side in ('server', 'client'):
+        for side in ('server', 'client', 'server6', 'client6'):
             sides[(phase, side)] = _sum_side(verified, phase, side)
     report = {
         'target': target,
@@ -394,6 +404,7 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
                              if v is not None] or [0]),
         'verified_end_server_side': sides[('end', 'server')],
         'verified_end_client_side': sides[('end', 'client')],
+        'verified_by_family': by_family(sides),
         'allowed_loss': sum(c['allowed_loss'] for c in per_client.values()),
         'reached': bool(per_client) and all(c['reached'] for c in per_client.values()),
         'established_peak': sum(c['established_peak'] for c in per_client.values()),

@@ -27,7 +27,7 @@ from ansible_collections.scalelab.testbed.plugins.module_utils.files import (
     describe_content, read_text, remove_file, remove_tree, write_atomic)
 from ansible_collections.scalelab.testbed.plugins.module_utils.journal import (
     KIND_ALIASES, KIND_FILE, KIND_HASHSIZE, KIND_LINK, KIND_NETNS, KIND_NOTRACK, KIND_PATH,
-    KIND_SYSCTL, KIND_UNIT, KINDS, scoped_key, split_scoped_key)
+    KIND_ROUTE, KIND_SYSCTL, KIND_UNIT, KINDS, scoped_key, split_scoped_key)
 from ansible_collections.scalelab.testbed.plugins.module_utils.transaction import error_text
 
 # The records of version 0.1.0, beside the journal; folded into it on restore.
@@ -71,7 +71,7 @@ class Restorer(object):
         return rc
 
     def needs_pyroute2(self, kind, key, entry):
-        if kind in (KIND_ALIASES, KIND_LINK, KIND_NETNS):
+        if kind in (KIND_ALIASES, KIND_LINK, KIND_NETNS, KIND_ROUTE):
             return True
         if kind == KIND_SYSCTL:
             return split_scoped_key(key)[0] is not None
@@ -138,6 +138,26 @@ class Restorer(object):
     def restore_aliases(self, entries):
         from ansible_collections.scalelab.testbed.plugins.module_utils import addresses
         self._each_scoped(KIND_ALIASES, entries, addresses.remove_tagged, 'addresses')
+
+    def restore_route(self, entries):
+        """Each route back to what it replaced, or removed where there was none."""
+        from ansible_collections.scalelab.testbed.plugins.module_utils import links
+        for key, entry in sorted(entries.items()):
+            netns, name = split_scoped_key(key)
+            if netns is not None and not ns.netns_exists(netns):
+                self.skip(KIND_ROUTE, key, 'namespace gone (its routes went with it)')
+                continue
+            kind, _sep, dst = name.partition(' ')
+            try:
+                found = True if self.check else links.put_back_route(netns, kind, dst,
+                                                                     entry['previous'])
+            except (OSError, TestbedError) as exc:
+                self.fail(KIND_ROUTE, key, error_text(exc))
+                continue
+            if found:
+                self.done(KIND_ROUTE, key, 'present', entry['previous'] or 'absent')
+            else:
+                self.skip(KIND_ROUTE, key, 'already as it was')
 
     def restore_link(self, entries):
         from ansible_collections.scalelab.testbed.plugins.module_utils import links

@@ -140,6 +140,15 @@ def _check_testbed(c):
 
 def _check_topology(c):
     c.choice('topology_mode', ('netns', 'host'))
+    c.choice('testbed_ip_family', ('ipv4', 'ipv6', 'dual'))
+    sources = c.choice('topology_client_sources', ('aliases', 'anyip'))
+    if sources == 'anyip' and c.v.get('topology_mode') == 'host':
+        c.fail('topology_client_sources', 'anyip is for the one-box default (topology_mode netns): on a '
+               'fleet the network between the hosts would have to route every client\'s prefix to it',
+               'use aliases on a fleet, or topology_mode netns')
+    if c.v.get('testbed_ip_family') == 'dual' and c.v.get('topology_mode') == 'host':
+        c.fail('testbed_ip_family', 'dual on a fleet is not supported yet: a fleet run takes one '
+               'address family', 'use ipv4 or ipv6 on a fleet (or topology_mode netns for dual)')
     first = c.integer('topology_server_port_first', 1, ipplan.PORT_MAX)
     count = c.integer('topology_server_port_count', 1, ipplan.PORT_MAX)
     if first is not None and count is not None and first + count - 1 > ipplan.PORT_MAX:
@@ -161,8 +170,9 @@ def _check_topology(c):
     c.integer('topology_server_alias_offset', 0)
     c.integer('topology_server_alias_count', 0)
     c.integer('topology_client_offset', 0)
-    c.integer('topology_alias_prefix_length', 1, 128)
+    c.integer('topology_alias_prefix_length', 0, 128)
     c.integer('topology_netns_prefix_length', 1, 128)
+    c.integer('topology_netns_prefix_length6', 1, 128)
     names = [c.raises(n, validate_name, n, ipplan.NETNS_NAME_MAX, 'network namespace name')
              for n in ('topology_netns_server', 'topology_netns_client')]
     if names[0] and names[0] == names[1]:
@@ -172,7 +182,8 @@ def _check_topology(c):
         c.fail('topology_veth_client', 'the same name as topology_veth_server', 'give two names')
     if c.v.get('topology_interface'):
         c.raises('topology_interface', validate_ifname, 'topology_interface')
-    for name in ('topology_netns_server_cidr', 'topology_netns_client_cidr'):
+    for name in ('topology_netns_server_cidr', 'topology_netns_client_cidr',
+                 'topology_netns_server_cidr6', 'topology_netns_client_cidr6'):
         c.network(name)
     for name in ('topology_server_alias_cidr', 'topology_client_cidr'):
         c.network(name, allow_empty=True)

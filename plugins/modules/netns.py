@@ -101,7 +101,7 @@ options:
         default: up
   routes:
     description:
-      - Routes of the main table inside the namespace. Each listed route is
+      - Routes inside the namespace. Each listed route is
         ensured (added, or replaced when its gateway or device differs);
         routes not listed are left alone.
     type: list
@@ -118,6 +118,16 @@ options:
       dev:
         description: Output interface inside the namespace (existing, or a veth of O(veths)).
         type: str
+      type:
+        description:
+          - V(unicast) - a route of the main table.
+          - V(local) - a local route of the local table over the whole of O(routes[].dst)
+            (C(ip route add local DST dev lo), "AnyIP"), with O(routes[].dev) and no gateway. Every
+            address of the prefix is then this namespace's own, and a socket may bind any of them
+            with C(IP_FREEBIND), without an address per source.
+        type: str
+        choices: [unicast, local]
+        default: unicast
 attributes:
   check_mode:
     support: full
@@ -158,6 +168,14 @@ EXAMPLES = r'''
         addresses: [10.91.0.2/24]
         peer_addresses: [10.91.0.1/24]
 
+- name: Every address of fd00:5ca1:ab:2::/64 is the client namespace's own (AnyIP)
+  scalelab.testbed.netns:
+    name: tb-client
+    routes:
+      - dst: fd00:5ca1:ab:2::/64
+        dev: lo
+        type: local
+
 - name: Remove the namespace, its veths and their peers
   scalelab.testbed.netns:
     name: tb-client
@@ -183,7 +201,8 @@ namespace:
       type: list
       elements: dict
     routes:
-      description: Unicast routes of the main table (C(dst), C(gateway), C(dev)).
+      description: Unicast routes of the main table and local routes over a prefix (C(dst), C(gateway),
+        C(dev), C(type)).
       type: list
       elements: dict
     peers:
@@ -241,6 +260,7 @@ def build_module():
         dst=dict(type='str', required=True),
         gateway=dict(type='str'),
         dev=dict(type='str'),
+        type=dict(type='str', choices=['unicast', 'local'], default='unicast'),
     )
     return AnsibleModule(
         argument_spec=dict(

@@ -40,15 +40,15 @@ extends_documentation_fragment:
   - scalelab.testbed.testbed
   - scalelab.testbed.testbed.journal
 requirements:
-  - pyroute2 (only for entries of network namespaces, links and aliases)
+  - pyroute2 (only for entries of network namespaces, links, routes and aliases)
 options:
   kinds:
     description:
       - Which kinds of entries to restore; entries of other kinds stay in the journal.
     type: list
     elements: str
-    choices: [unit, notrack, aliases, link, netns, file, sysctl, hashsize, path]
-    default: [unit, notrack, aliases, link, netns, file, sysctl, hashsize, path]
+    choices: [unit, notrack, aliases, route, link, netns, file, sysctl, hashsize, path]
+    default: [unit, notrack, aliases, route, link, netns, file, sysctl, hashsize, path]
 notes:
   - Needs root.
 seealso:

@@ -73,6 +73,8 @@ def test_plans_workers_from_the_real_fd_limit(netpair):
     cli = pair.client(client_args(pair, n, '10000-10001'), nofile=1100)
     cli.wait_status(lambda s: s.get('reached'), timeout=120)
     assert established(pair.cli) == n
+    # the server's peak comes from its progress samples: one must see them all
+    srv.wait_status(lambda s: s.get('held_total') == n, timeout=60)
     code, summary = cli.finish(sig=signal.SIGTERM)
     assert code == 0, cli.stderr()
     assert summary['limits']['nofile'] == 1100

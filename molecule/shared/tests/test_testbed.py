@@ -110,7 +110,8 @@ def test_client_aliases_are_present(client, plan):
     cidr = ipaddress.ip_network(cidr)
     mine = plan['clients']['client']
     interface = plan['interface']
-    data = json.loads(client.check_output('ip -j -4 address show dev %s', interface))
+    family = '-6' if cidr.version == 6 else '-4'
+    data = json.loads(client.check_output('ip -j %s address show dev %s', family, interface))
     present = {a['local'] for link in data for a in link.get('addr_info', [])}
     wanted = set(mine['aliases'])
     assert wanted, 'the plan gives the client no aliases'
@@ -134,7 +135,8 @@ def test_one_source_address_could_not_carry_the_target(plan, target):
 def test_server_listens_on_every_endpoint(server, plan, sockdiag):
     addresses = plan['servers']['server']['addresses']
     lo, hi = plan['server_ports']
-    endpoints = {'%s:%d' % (a, p) for a in addresses for p in range(lo, hi + 1)}
+    endpoints = {('[%s]:%d' if ':' in a else '%s:%d') % (a, p)
+                 for a in addresses for p in range(lo, hi + 1)}
     counts = sockdiag(server, states=['listen'], local_networks=addresses,
                       local_ports=[[lo, hi]])
     # Several workers may listen on one endpoint (SO_REUSEPORT): at least

@@ -235,7 +235,7 @@ def test_predict_state_applies_changes_to_links_peers_and_routes():
     assert names['tbb-u0']['mtu'] == 1400 and names['tbb-u0']['addresses'] == ['10.5.0.1/24']
     assert after['peers'] == [{'name': 'tbb-u1', 'netns': None, 'kind': 'veth', 'state': 'up',
                                'mtu': 1400, 'addresses': ['10.5.0.2/24']}]
-    assert after['routes'] == [{'dst': '10.6.0.0/16', 'gateway': '10.5.0.2', 'dev': None}]
+    assert after['routes'] == [{'dst': '10.6.0.0/16', 'gateway': '10.5.0.2', 'dev': None, 'type': 'unicast'}]
     assert lk.predict_state(before, spec(state='absent'), [])['exists'] is False
 
 
@@ -247,7 +247,7 @@ def test_state_dict_lists_links_peers_routes():
     assert st['links'][1]['addresses'] == ['10.5.0.1/24']   # link-local hidden
     assert st['links'][1]['peer'] == 'tbb-u1'
     assert st['peers'][0]['name'] == 'tbb-u1' and st['peers'][0]['state'] == 'up'
-    assert st['routes'] == [{'dst': '0.0.0.0/0', 'gateway': '10.5.0.2', 'dev': 'tbb-u0'}]
+    assert st['routes'] == [{'dst': '0.0.0.0/0', 'gateway': '10.5.0.2', 'dev': 'tbb-u0', 'type': 'unicast'}]
 
 
 def test_absent_deletes_a_pair_inside_the_namespace_once():
@@ -271,3 +271,23 @@ def test_addresses_follow_ipplan(value, words):
         lk.parse_ifaddress(value, 'veths[0].addresses')
     assert words in str(exc.value)
     assert str(lk.parse_ifaddress('fd00::1', 'x')) == 'fd00::1/128'
+
+
+def test_a_local_route_is_planned_beside_a_unicast_route_to_the_same_prefix():
+    spec = lk.normalize_spec('tbb-a', routes=[
+        {'dst': 'fd00:5ca1:ab:2::/64', 'dev': 'lo', 'type': 'local'},
+        {'dst': 'fd00:5ca1:ab:2::/64', 'gateway': 'fd00:5ca1:ab::1'}])
+    assert [r.type for r in spec.routes] == ['local', 'unicast']
+    have = [lk.RouteState(NET('fd00:5ca1:ab:2::/64'), ipaddress.ip_address('fd00:5ca1:ab::1'), None)]
+    links = {"lo": link("lo", 1, kind=None, mtu=65536)}
+    changes = lk.plan_netns(spec, True, links, {}, have, ['tbb-a'])
+    assert [(c.kind, c.detail.type) for c in changes] == [('route', 'local')]
+
+
+def test_a_local_route_needs_a_dev_and_no_gateway():
+    with pytest.raises(SpecError) as exc:
+        lk.normalize_spec('tbb-a', routes=[{'dst': '10.9.0.0/16', 'gateway': '10.5.0.2', 'type': 'local'}])
+    assert exc.value.field == 'routes[0]' and 'dev: lo' in exc.value.fix
+    with pytest.raises(SpecError) as exc:
+        lk.normalize_spec('tbb-a', routes=[{'dst': '10.9.0.0/16', 'dev': 'lo', 'type': 'blackhole'}])
+    assert exc.value.field == 'routes[0].type'

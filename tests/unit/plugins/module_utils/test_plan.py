@@ -42,7 +42,11 @@ def test_one_box_million():
     assert client['sources'] == ['10.240.128.1', '10.240.128.2', '10.240.128.3', '10.240.128.4']
     assert client['targets'] == ['10.240.0.1']
     assert client['capacity'] == 4 * 16 * 16128 >= 1000000
-    assert plan['servers']['localhost'] == {'addresses': ['10.240.0.1'], 'connections': 1000000}
+    assert plan['servers']['localhost'] == {'addresses': ['10.240.0.1'], 'connections': 1000000,
+                                            'interface_addresses': ['10.240.0.1/16'], 'routes': []}
+    assert client['interface_addresses'] == ['10.240.128.1/16', '10.240.128.2/32',
+                                             '10.240.128.3/32', '10.240.128.4/32']
+    assert client['local_routes'] == []
     assert plan['server_ports_arg'] == '5001-5016'
     assert plan['netns']['server'] == 'tb-server' and plan['netns']['veth_client'] == 'tb-cli'
 
@@ -185,3 +189,86 @@ def test_every_message_names_its_variable():
 def test_empty_groups_fail():
     plan = plan_of(1000, [], [])
     assert 'the inventory group "servers" is empty' in plan['errors'][0]
+
+
+# ------------------------------------------------------- families and AnyIP
+
+def test_one_box_ipv6_takes_the_unique_local_networks():
+    plan = plan_of(150000, ['localhost'], ['localhost'], testbed_ip_family='ipv6')
+    assert plan['ok'], plan['errors']
+    client = plan['clients']['localhost']
+    assert client['targets'] == ['fd5c:a1e0:7e57::1']
+    assert client['sources'] == ['fd5c:a1e0:7e57:1::1']
+    assert client['interface_addresses'] == ['fd5c:a1e0:7e57:1::1/48']
+    assert plan['servers']['localhost']['interface_addresses'] == ['fd5c:a1e0:7e57::1/48']
+    assert plan['ip_family'] == 'ipv6'
+
+
+def test_dual_splits_the_target_between_the_families():
+    plan = plan_of(150001, ['localhost'], ['localhost'], testbed_ip_family='dual')
+    assert plan['ok'], plan['errors']
+    client = plan['clients']['localhost']
+    assert client['families']['ipv4']['connections'] == 75001
+    assert client['families']['ipv6']['connections'] == 75000
+    assert client['targets'] == ['10.240.0.1', 'fd5c:a1e0:7e57::1']
+    assert client['interface_addresses'] == ['10.240.128.1/16', 'fd5c:a1e0:7e57:1::1/48']
+    assert plan['servers']['localhost']['interface_addresses'] == ['10.240.0.1/16', 'fd5c:a1e0:7e57::1/48']
+    assert any('over IPv6' in line for line in plan['arithmetic'])
+
+
+def test_anyip_uses_one_route_for_any_number_of_sources():
+    plan = plan_of(150000, ['localhost'], ['localhost'], client_sources='anyip', client_source_count=65536,
+                   testbed_ip_family='ipv6')
+    assert plan['ok'], plan['errors']
+    client = plan['clients']['localhost']
+    assert client['source_count'] == 65536 and len(client['sources']) == 65536
+    assert client['interface_addresses'] == ['fd5c:a1e0:7e57:1::1/48']   # the link address only
+    assert client['local_routes'] == [{'dst': 'fd5c:a1e0:7e57:1::/64', 'dev': 'lo', 'type': 'local'}]
+    plan = plan_of(150000, ['localhost'], ['localhost'], client_sources='anyip', client_source_count=4096)
+    assert plan['ok'], plan['errors']
+    client = plan['clients']['localhost']
+    assert client['interface_addresses'] == ['10.240.128.1/16']
+    assert client['local_routes'] == [{'dst': '10.240.128.0/17', 'dev': 'lo', 'type': 'local'}]
+    assert plan['servers']['localhost']['routes'] == [{'dst': '10.240.128.0/17', 'gateway': '10.240.128.1'}]
+
+
+def test_anyip_over_both_families_routes_each_network():
+    plan = plan_of(150000, ['localhost'], ['localhost'], client_sources='anyip', testbed_ip_family='dual')
+    assert plan['ok'], plan['errors']
+    routes = plan['servers']['localhost']['routes']
+    assert routes == [{'dst': '10.240.128.0/17', 'gateway': '10.240.128.1'},
+                      {'dst': 'fd5c:a1e0:7e57:1::/64', 'gateway': 'fd5c:a1e0:7e57:1::1'}]
+
+
+def test_an_ipv4_network_with_ipv6_is_refused_naming_the_variable():
+    plan = plan_of(1000, ['localhost'], ['localhost'], testbed_ip_family='ipv6',
+                   netns_client_cidr6='10.9.0.0/16')
+    assert not plan['ok']
+    assert any(e.startswith('topology_netns_client_cidr6 10.9.0.0/16 is IPv4') and 'fd5c:a1e0:7e57:1::/64' in e
+               for e in plan['errors']), plan['errors']
+
+
+def test_an_ipv6_prefix_too_small_for_the_sources_is_refused():
+    plan = plan_of(150000, ['localhost'], ['localhost'], testbed_ip_family='ipv6', client_sources='anyip',
+                   client_source_count=4096, netns_client_cidr6='fd5c:a1e0:7e57:1::/120')
+    assert not plan['ok']
+    assert any('topology_netns_client_cidr6' in e for e in plan['errors']), plan['errors']
+
+
+def test_a_fleet_address_of_the_other_family_is_refused():
+    inputs = {'s1': {'server_addresses': ['10.20.0.11']}}
+    plan = plan_of(1000, ['s1'], ['c1'], inputs, mode='host', interface='eth1',
+                   client_cidr='fd00:20::/64', testbed_ip_family='ipv6')
+    assert not plan['ok']
+    assert any(e.startswith('topology_server_addresses 10.20.0.11 is IPv4, but testbed_ip_family is ipv6')
+               for e in plan['errors']), plan['errors']
+
+
+def test_anyip_and_dual_are_refused_on_a_fleet():
+    inputs = {'s1': {'server_addresses': ['10.20.0.11']}}
+    plan = plan_of(1000, ['s1'], ['c1'], inputs, mode='host', interface='eth1', client_cidr='10.20.128.0/17',
+                   client_sources='anyip')
+    assert any(e.startswith('topology_client_sources') for e in plan['errors']), plan['errors']
+    plan = plan_of(1000, ['s1'], ['c1'], inputs, mode='host', interface='eth1', client_cidr='10.20.128.0/17',
+                   testbed_ip_family='dual')
+    assert any(e.startswith('testbed_ip_family') for e in plan['errors']), plan['errors']

@@ -224,3 +224,10 @@ def test_a_fleet_report_has_one_row_per_host_the_start_spread_and_conntrack():
     assert r['verified_server_side'] == 240000 and r['verified_client_side'] == 240000
     assert r['start_spread_seconds'] == 0.8
     assert r['clients']['c2']['conntrack'] == 12 and r['clients']['c1']['manager'] == 'systemd'
+
+
+def test_a_dual_stack_run_reports_each_family():
+    sides = {('start', 'server'): 100, ('start', 'client'): 100,
+             ('start', 'server6'): 50, ('start', 'client6'): 49}
+    assert rp.by_family(sides) == {'ipv4': 50, 'ipv6': 49}
+    assert rp.by_family({('start', 'server'): 100, ('start', 'client'): 100}) is None
