@@ -120,7 +120,8 @@ def playbook(text, name):
     return tasks, wall
 
 
-def bench_ip_aliases_task(n, prefix_length=32):
+def bench_ip_aliases_task(n, prefix_length=32, cidr=CIDR, then=None):
+    """n aliases of cidr in one ip_aliases task: (task s, playbook s, then(ns) or None)."""
     with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
         tasks, wall = playbook('''
 - hosts: localhost
@@ -134,9 +135,9 @@ def bench_ip_aliases_task(n, prefix_length=32):
         count: %d
         prefix_length: %d
         journal: %s/state/journal.json
-''' % (DEV, ns.name, CIDR, n, prefix_length, scratch), 'ip_aliases')
+''' % (DEV, ns.name, cidr, n, prefix_length, scratch), 'ip_aliases')
         assert ns.count() == n, 'ip_aliases task added %d, not %d' % (ns.count(), n)
-        return tasks['aliases'], wall
+        return tasks['aliases'], wall, then(ns) if then else None
 
 
 def bench_ip_aliases_module(n):
@@ -231,21 +232,9 @@ def last_source(n):
 
 def bench_sources_aliases(n):
     """n aliases of ANYIP_CIDR in one ip_aliases task: (task s, the last one binds)."""
-    with Namespace() as ns, tempfile.TemporaryDirectory(prefix='tbb-bench-') as scratch:
-        tasks, _wall = playbook('''
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: sources
-      scalelab.testbed.ip_aliases:
-        interface: %s
-        netns: %s
-        cidr: %s
-        count: %d
-        journal: %s/state/journal.json
-''' % (DEV, ns.name, ANYIP_CIDR, n, scratch), 'sources_aliases')
-        assert ns.count() == n, 'ip_aliases task added %d, not %d' % (ns.count(), n)
-        return tasks['sources'], can_bind(ns.name, last_source(n), False)
+    task, _wall, binds = bench_ip_aliases_task(
+        n, cidr=ANYIP_CIDR, then=lambda ns: can_bind(ns.name, last_source(n), False))
+    return task, binds
 
 
 def bench_sources_anyip(n):
@@ -335,7 +324,7 @@ def main():
     print('load average at start: %.2f (the machine is shared; rerun if it is high)'
           % res['loadavg_start'])
 
-    res['ip_aliases_task_s'], res['ip_aliases_playbook_s'] = bench_ip_aliases_task(n)
+    res['ip_aliases_task_s'], res['ip_aliases_playbook_s'], _ = bench_ip_aliases_task(n)
     print('ip_aliases, one Ansible task:     %7.2f s task, %7.2f s playbook (%d aliases)'
           % (res['ip_aliases_task_s'], res['ip_aliases_playbook_s'], n))
     res['ip_aliases_task_p16_s'] = bench_ip_aliases_task(n, 16)[0]

@@ -129,11 +129,6 @@ def families(v):
     return FAMILIES.get(v.get('testbed_ip_family') or 'ipv4', (4,))
 
 
-def split_families(share, versions):
-    """A host's share over the families of the run: halves, the remainder to the first."""
-    return split_total(share, versions)
-
-
 def _netns_family(p, version):
     """Server addresses, link and client network of one family on the one-box default."""
     v = p.v
@@ -176,7 +171,8 @@ def _with_prefix(addresses, prefix, host_prefix):
 
 def _netns_client(p, host, fams, anyip):
     """One one-box client: its sources of every family, the addresses and AnyIP routes."""
-    parts = split_families(p.shares[host], [f['version'] for f in fams])
+    # the share over the families of the run: halves, the remainder to the first
+    parts = split_total(p.shares[host], [f['version'] for f in fams])
     entry = {'connections': p.shares[host], 'source_count': 0, 'targets': [], 'tuples': 0,
              'capacity': 0, 'per_source': 0, 'sources': [], 'interface_addresses': [],
              'local_routes': [], 'families': {}}

@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'shared', 'tests'))
 sys.path.insert(0, HERE)
 
-from verifylib import PROJECT, install_module_utils, make_counter, read_json, scratch  # noqa: E402,F401  pylint: disable=wrong-import-position
+from verifylib import PROJECT, install_module_utils, make_counter, read_json, scratch, target_from_env  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 SERVERS = ('server1', 'server2')
 CLIENTS = ('client1', 'client2', 'client3')
@@ -164,11 +164,7 @@ def podman(*argv):
 
 @pytest.fixture(scope='session')
 def target():
-    value = os.environ.get('TESTBED_CONNECTIONS', '')
-    if not value.isdigit():
-        pytest.fail('TESTBED_CONNECTIONS must be set to the target by molecule.yml (verifier.env), '
-                    'got %r' % value)
-    return int(value)
+    return target_from_env()
 
 
 @pytest.fixture(scope='session')

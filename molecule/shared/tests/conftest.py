@@ -19,16 +19,12 @@ import testinfra
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from verifylib import install_module_utils, make_counter, read_json  # noqa: E402  pylint: disable=wrong-import-position
+from verifylib import install_module_utils, make_counter, read_json, target_from_env  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope='session')
 def target():
-    value = os.environ.get('TESTBED_CONNECTIONS', '')
-    if not value.isdigit():
-        pytest.fail('TESTBED_CONNECTIONS must be set to the target by molecule.yml (verifier.env), '
-                    'got %r' % value)
-    return int(value)
+    return target_from_env()
 
 
 @pytest.fixture(scope='session')

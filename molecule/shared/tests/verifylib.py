@@ -45,6 +45,15 @@ _COUNT = ('import json, sys; '
           'sys.stdout.write(json.dumps(count_tcp_states(**json.loads(sys.argv[1]))))' % PACKAGE)
 
 
+def target_from_env():
+    """The run's target, as molecule.yml gives it to the verifier (TESTBED_CONNECTIONS)."""
+    value = os.environ.get('TESTBED_CONNECTIONS', '')
+    if not value.isdigit():
+        pytest.fail('TESTBED_CONNECTIONS must be set to the target by molecule.yml (verifier.env), '
+                    'got %r' % value)
+    return int(value)
+
+
 def module_utils_closure(*names):
     """The module_utils files names need (themselves included), by reading their imports."""
     wanted, todo = set(), list(names)
