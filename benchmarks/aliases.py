@@ -232,7 +232,7 @@ def last_source(n):
 
 def bench_sources_aliases(n):
     """n aliases of ANYIP_CIDR in one ip_aliases task: (task s, the last one binds)."""
-    task, _wall, binds = bench_ip_aliases_task(
+    task, _playbook_s, binds = bench_ip_aliases_task(
         n, cidr=ANYIP_CIDR, then=lambda ns: can_bind(ns.name, last_source(n), False))
     return task, binds
 
@@ -324,7 +324,7 @@ def main():
     print('load average at start: %.2f (the machine is shared; rerun if it is high)'
           % res['loadavg_start'])
 
-    res['ip_aliases_task_s'], res['ip_aliases_playbook_s'], _ = bench_ip_aliases_task(n)
+    res['ip_aliases_task_s'], res['ip_aliases_playbook_s'] = bench_ip_aliases_task(n)[:2]
     print('ip_aliases, one Ansible task:     %7.2f s task, %7.2f s playbook (%d aliases)'
           % (res['ip_aliases_task_s'], res['ip_aliases_playbook_s'], n))
     res['ip_aliases_task_p16_s'] = bench_ip_aliases_task(n, 16)[0]
