@@ -429,8 +429,11 @@ def n_sources_for(n, ports):
     return max(2, int(math.ceil(n / float(ports * 16000))))
 
 
-def run_engine(args, host, heartbeat=None):
+def run_engine(args, host, heartbeat=None, protocol='tcp'):
+    """One run of both halves at args.connections, with heartbeats and a protocol if given."""
     label = 'engine-hb' if heartbeat else 'engine'
+    if protocol != 'tcp':
+        label = 'engine-' + protocol
     ph = Phase(args, host, label)
     n = args.connections
     ports = args.ports
@@ -448,6 +451,8 @@ def run_engine(args, host, heartbeat=None):
                        '--summary-file', ph.path('ssummary')]
         if heartbeat:
             server_argv.append('--echo')
+        if protocol != 'tcp':
+            server_argv += ['--protocol', protocol]
         server = ph.spawn(ip_netns_exec(NS_SRV, server_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('server.err'), 'w'), universal_newlines=True)
         deadline = time.monotonic() + 60
@@ -462,6 +467,8 @@ def run_engine(args, host, heartbeat=None):
                        '--status-file', ph.path('cstatus'), '--summary-file', ph.path('csummary')]
         if heartbeat:
             client_argv += ['--heartbeat-interval', str(heartbeat)]
+        if protocol != 'tcp':
+            client_argv += ['--protocol', protocol]
         result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))

@@ -65,9 +65,12 @@ stage_integration() {
 stage_engine() { python -m pytest -q tests/engine; }
 stage_playbook() { python -m pytest -q tests/playbook; }
 stage_molecule() {
-    # MOLECULE_SCENARIOS narrows it, e.g. MOLECULE_SCENARIOS=fleet
+    # MOLECULE_SCENARIOS narrows or widens it, e.g. MOLECULE_SCENARIOS="default fleet".
+    # By default ipv6 (the two-container layout of "default", over IPv6) and fleet
+    # (systemd hosts over SSH): "default" repeats ipv6's layout over IPv4, and CI
+    # stays within its 30 minutes without it.
     local s rc=0
-    for s in ${MOLECULE_SCENARIOS:-default ipv6 fleet}; do
+    for s in ${MOLECULE_SCENARIOS:-ipv6 fleet}; do
         echo "--- molecule test -s $s"
         molecule test -s "$s" || { echo "--- molecule scenario $s: FAILED"; rc=1; }
     done

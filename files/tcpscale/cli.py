@@ -17,6 +17,8 @@ one JSON object (see supervisor.py).
 import argparse
 import sys
 
+from .protocol import PROTOCOLS
+
 ENGINE_COMMANDS = ('server', 'client')
 
 
@@ -30,6 +32,9 @@ def add_server(sub):
     s.add_argument('--backlog', type=int, default=65535, help='listen backlog (capped by '
                    'net.core.somaxconn)')
     s.add_argument('--echo', action='store_true', help='echo what clients send (heartbeats)')
+    s.add_argument('--protocol', choices=PROTOCOLS, default='tcp',
+                   help='what to answer: tcp (hold; --echo echoes), http (200 to every '
+                        'request), websocket (the upgrade, pongs to pings)')
     s.add_argument('--status-file', help='JSON status, rewritten every progress interval')
     s.add_argument('--summary-file', help='final JSON summary (also the last stdout line)')
     s.add_argument('--ready-file', help='written when every endpoint listens')
@@ -39,8 +44,10 @@ def add_server(sub):
 
 
 def add_client_targets(c):
-    c.add_argument('--targets', required=True, help='ADDR[,ADDR...] to connect to')
-    c.add_argument('--ports', required=True, help='port or range LO-HI on every target')
+    c.add_argument('--targets', help='ADDR[,ADDR...] to connect to (with --ports)')
+    c.add_argument('--ports', help='port or range LO-HI on every target')
+    c.add_argument('--endpoints', help='ADDR:PORT[,[V6ADDR]:PORT...] to connect to, instead of '
+                   '--targets and --ports')
     c.add_argument('--sources', help='ADDR[,ADDR...] local addresses to connect from')
     c.add_argument('--sources-cidr', help='CIDR whose first usable hosts are the sources')
     c.add_argument('--sources-count', type=int, help='how many sources from --sources-cidr')
@@ -72,6 +79,16 @@ def add_client(sub):
     c.add_argument('--heartbeat-interval', type=float, default=0.0,
                    help='seconds between heartbeats on each connection (0: none)')
     c.add_argument('--heartbeat-size', type=int, default=16, help='heartbeat payload bytes')
+    c.add_argument('--protocol', choices=PROTOCOLS, default='tcp',
+                   help='tcp: connect and hold; http: one HTTP/1.1 keep-alive request, its '
+                        'status counted, then hold (heartbeats repeat it); websocket: the '
+                        'RFC 6455 handshake, then hold (heartbeats are pings)')
+    c.add_argument('--http-method', default='GET', help='request method (http)')
+    c.add_argument('--http-path', default='/', help='request path (http, websocket)')
+    c.add_argument('--http-host', default='', help='Host header (default: the endpoint)')
+    c.add_argument('--http-header', action='append', default=[], metavar='NAME:VALUE',
+                   help='an extra request header (repeatable)')
+    c.add_argument('--ws-subprotocol', default='', help='Sec-WebSocket-Protocol to ask for')
     c.add_argument('--workers', default='auto', help='worker processes (auto: as the fd '
                    'limit requires, at least one per core)')
     c.add_argument('--concurrency', type=int, default=0,

@@ -23,13 +23,15 @@ import _socket
 import time
 
 from . import VERSION
+from . import protocol as proto_mod
 from .plan import RESERVE_FDS, ClientPlan, tuple_at
-from .shm import (ERR_BASE, F_ATTEMPTS, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST,
-                  F_DROPPED, F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT,
-                  F_PEAK, F_PID, F_QUOTA, F_RATE, F_STATE, F_STOP, F_TOTAL, HIST_BASE, PEER_CLOSED,
+from .shm import (ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE, F_CPU_SYS_US,
+                  F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED, F_EST, F_FAILED, F_HB_RECV,
+                  F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER, F_PEAK, F_PID, F_QUOTA, F_RATE,
+                  F_REQ_SENT, F_RESP_RECV, F_STATE, F_STOP, F_TOTAL, HIST_BASE, PEER_CLOSED,
                   PEER_RESET, SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED,
                   ST_STARTING, TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge,
-                  hist_percentile, publish_cpu)
+                  hist_percentile, publish_cpu, publish_statuses, status_counts)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
                      IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
@@ -94,6 +96,11 @@ class ClientWorker(object):
         self.inflight = {}                                      # fd -> (g, attempt, started)
         self.retry_heap = []                                    # (due, g, attempt)
         self.hb_pending = {}                                    # fd -> heartbeat sent at
+        self.proto = plan.protocol                              # tcp, http or websocket
+        self.readers = {}                                       # fd -> protocol.Reader
+        self.statuses = {}                                      # HTTP status -> responses
+        self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
+        self.greeting = self.no_answer = 0                      # first answers outstanding, never came
         self.rbufs = [bytearray(65536)]
         self.retries = args.retries
         self.timeout = args.timeout
@@ -131,7 +138,7 @@ class ClientWorker(object):
             now = monotonic()
             if events:
                 self.dispatch(events, now)
-            if self.inflight and now - self.last_scan > 0.1:
+            if (self.inflight or self.greeting) and now - self.last_scan > 0.1:
                 self.expire(now)
             if heartbeats and self.fds and now >= self.hb_start:
                 self.heartbeat(now)
@@ -179,8 +186,7 @@ class ClientWorker(object):
         single = len(segments) == 1
         seg_af, _t, seg_src, seg_dst = segments[0]
         tuples = plan.tuples
-        nsrc, nports, plo = len(seg_src), plan.nports, plan.plo
-        ndst = len(seg_dst) * nports
+        nsrc, ndst = len(seg_src), len(seg_dst)
         new_socket = _socket.socket
         nonblock_stream = socket.SOCK_STREAM | SOCK_NONBLOCK
         sol_ip = socket.IPPROTO_IP
@@ -193,14 +199,12 @@ class ClientWorker(object):
         for g, attempt in todo:
             p = (g + attempt) % tuples
             if single:
-                # destinations (address x port) first, then sources (see plan.tuple_at)
-                d = p % ndst
+                # destinations (address:port) first, then sources (see plan.tuple_at)
                 af = seg_af
                 src = seg_src[(p // ndst) % nsrc]
-                dst = (seg_dst[d // nports], plo + d % nports)
+                dst = seg_dst[p % ndst]
             else:
-                af, src, daddr, dport = tuple_at(p, segments, nports, plo)
-                dst = (daddr, dport)
+                af, src, dst = tuple_at(p, segments)
             try:
                 s = new_socket(af, nonblock_stream)
             except OSError as exc:
@@ -217,7 +221,7 @@ class ClientWorker(object):
             if err == einprogress or err == 0:
                 fd = s.detach()
                 register(fd, conn_mask)
-                inflight[fd] = (g, attempt, now)
+                inflight[fd] = (g, attempt, now, dst)
             else:
                 s.close()
                 fail(g, attempt, err, now)
@@ -251,6 +255,8 @@ class ClientWorker(object):
             if self.retry_heap:
                 tmo = min(tmo, max(0.0, self.retry_heap[0][0] - now))
             return tmo
+        if self.greeting:
+            return 0.05             # first answers still to come
         return 0
 
     # --- events
@@ -270,6 +276,7 @@ class ClientWorker(object):
         est = self.est
         opened = 0
         hb_recv = 0
+        speaks = self.proto != 'tcp'
         for fd, ev in events:
             st = inflight_pop(fd, None)
             if st is not None:
@@ -279,6 +286,8 @@ class ClientWorker(object):
                     fds_append(fd)
                     pos[fd] = len(fds)
                     opened += 1
+                    if speaks:
+                        self.greet(fd, st[3], now)
                 continue
             if fd == wake_r:
                 drain(wake_r)
@@ -295,6 +304,9 @@ class ClientWorker(object):
                 if n == 0:
                     est -= self.drop(fd, False)
                     continue
+                if speaks:
+                    hb_recv += self.on_data(fd, n, now)
+                    continue
                 t = hb_pending_pop(fd, None)
                 if t is not None:
                     hb_recv += 1
@@ -307,6 +319,81 @@ class ClientWorker(object):
             self.peak = est
         if opened and self.hb_start == INF:
             self.hb_start = self.last_hb = now + self.hb_interval
+
+    # --- the application protocol (http, websocket)
+    def greet(self, fd, dst, now):
+        """Established: send the request (http) or the upgrade (websocket), expect the answer."""
+        accept = None
+        if self.proto == 'http':
+            req = self.plan.requests[dst]
+        else:
+            key = proto_mod.ws_key()
+            head, tail = self.plan.requests[dst]
+            req = head + key + tail
+            accept = proto_mod.ws_accept(key)
+        try:
+            os.write(fd, req)
+        except OSError:
+            return                  # the read side sees the end
+        self.readers[fd] = proto_mod.Reader(now, False, accept)
+        self.req_sent += 1
+        self.greeting += 1
+
+    def on_data(self, fd, n, now):
+        """n bytes arrived on fd (in rbufs[0]): feed the answer it waits for.
+
+        Returns 1 when that completed a heartbeat (its RTT is recorded), else 0.
+        """
+        data = bytes(memoryview(self.rbufs[0])[:n])
+        while n == len(self.rbufs[0]):              # edge-triggered: read it all
+            try:
+                n = os.readv(fd, self.rbufs)
+            except OSError:
+                break
+            data += bytes(memoryview(self.rbufs[0])[:n])
+        r = self.readers.get(fd)
+        if r is None:
+            # websocket frames: pongs to our pings, pings of the server (answered)
+            answer, pongs = proto_mod.ws_answer_pings(data, client=True)
+            if answer:
+                try:
+                    os.write(fd, answer)
+                except OSError:
+                    pass
+            t = self.hb_pending.pop(fd, None) if pongs else None
+            if t is not None:
+                hist_add(self.q, self.hist_base, now - t)
+                return 1
+            return 0
+        res = r.feed(data)
+        if res is None:
+            return 0
+        del self.readers[fd]
+        if not r.heartbeat:
+            self.greeting -= 1
+        status, err, _rest = res
+        self.resp_recv += 1
+        if status is not None:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        if err == proto_mod.BAD_RESPONSE:
+            self.bad_response += 1
+        elif err == proto_mod.BAD_ACCEPT:
+            self.bad_accept += 1
+        if r.heartbeat:
+            hist_add(self.q, self.hist_base, now - r.sent)
+            return 1
+        return 0
+
+    def request_of(self, fd):
+        """The request to repeat on fd (its destination's, when they differ)."""
+        requests = self.plan.requests
+        if len(requests) == 1:
+            return next(iter(requests.values()))
+        peer = socket.socket(fileno=fd)
+        try:
+            return requests[peer.getpeername()[:2]]
+        finally:
+            peer.detach()
 
     def connect_failed(self, fd, st, now):
         """A handshake ended in an error (SO_ERROR says which): close, count, maybe retry."""
@@ -332,6 +419,9 @@ class ClientWorker(object):
         fds.pop()
         pos[fd] = 0
         self.hb_pending.pop(fd, None)
+        r = self.readers.pop(fd, None)
+        if r is not None and not r.heartbeat:
+            self.greeting -= 1
         try:
             os.close(fd)
         except OSError:
@@ -351,6 +441,13 @@ class ClientWorker(object):
                 del inflight[fd]
                 os.close(fd)
                 self.fail(st[0], st[1], errno.ETIMEDOUT, now)
+        if self.greeting:
+            # first answers that did not come within --timeout: counted, no longer awaited
+            for fd, r in list(self.readers.items()):
+                if not r.heartbeat and r.sent <= limit:
+                    del self.readers[fd]
+                    self.greeting -= 1
+                    self.no_answer += 1
 
     def heartbeat(self, now):
         """Every connection gets one heartbeat per interval, the first about one interval
@@ -370,6 +467,7 @@ class ClientWorker(object):
         monotonic = time.monotonic
         payload = self.plan.payload
         hb_pending = self.hb_pending
+        proto, readers = self.proto, self.readers
         cursor = self.hb_cursor
         sent = 0
         for _i in range(k):
@@ -377,11 +475,20 @@ class ClientWorker(object):
                 cursor = 0
             fd = fds[cursor]
             cursor += 1
+            if fd in readers:
+                continue            # the last answer (or the upgrade's) is not in yet
+            if proto == 'http':
+                payload = self.request_of(fd)
+            elif proto == 'websocket':
+                payload = proto_mod.ws_ping(self.plan.payload[:125])  # a fresh mask each
             try:
                 write(fd, payload)
             except OSError:
                 continue
-            hb_pending[fd] = monotonic()
+            if proto == 'http':
+                readers[fd] = proto_mod.Reader(monotonic(), True)
+            else:
+                hb_pending[fd] = monotonic()
             sent += 1
         self.hb_cursor = cursor
         self.hb_sent += sent
@@ -389,6 +496,13 @@ class ClientWorker(object):
     # --- publishing
     def publish(self):
         q, b = self.q, self.b
+        if self.req_sent:
+            q[b + F_REQ_SENT] = self.req_sent
+            q[b + F_RESP_RECV] = self.resp_recv
+            q[b + F_BAD_RESPONSE] = self.bad_response
+            q[b + F_BAD_ACCEPT] = self.bad_accept
+            q[b + F_NO_ANSWER] = self.no_answer
+            publish_statuses(q, b, self.statuses)
         q[b + F_EST] = self.est
         q[b + F_PEAK] = self.peak
         q[b + F_TOTAL] = self.total
@@ -401,7 +515,8 @@ class ClientWorker(object):
         q[b + F_HB_RECV] = self.hb_recv
         if self.done:
             return
-        if self.next_g >= self.end_g and not self.inflight and not self.retry_heap:
+        if self.next_g >= self.end_g and not self.inflight and not self.retry_heap \
+                and not self.greeting:
             self.done = True
             q[b + F_DONE_NS] = time.monotonic_ns()
             q[b + F_STATE] = ST_HOLDING if self.est >= self.quota else ST_SETTLED
@@ -485,6 +600,42 @@ class ClientRun(object):
     def errors_total(self):
         out = error_counts(self.q, range(self.started))
         out.update((k, v) for k, v in self.drops().items() if v)
+        out.update(self.protocol_errors())
+        return out
+
+    def protocol_errors(self):
+        """{kind: count}: answers that were not HTTP, wrong accept keys, failing statuses
+        (http: 400 and above; websocket: an upgrade answered with anything but 101)."""
+        out = {}
+        for kind, field in ((proto_mod.BAD_RESPONSE, F_BAD_RESPONSE),
+                            (proto_mod.BAD_ACCEPT, F_BAD_ACCEPT),
+                            (proto_mod.NO_ANSWER, F_NO_ANSWER)):
+            n = self.total_of(field)
+            if n:
+                out[kind] = n
+        ws = self.plan.protocol == 'websocket'
+        for code, n in status_counts(self.q, range(self.started)).items():
+            if (ws and code != 101) or (not ws and code >= 400):
+                out['http_%d' % code] = n
+        return out
+
+    def protocol_summary(self):
+        if self.plan.protocol == 'tcp':
+            return {'name': 'tcp'}
+        statuses = status_counts(self.q, range(self.started))
+        errors = self.protocol_errors()
+        return {'name': self.plan.protocol, 'requests_sent': self.total_of(F_REQ_SENT),
+                'responses': self.total_of(F_RESP_RECV),
+                'responses_by_status': dict((str(k), v) for k, v in sorted(statuses.items())),
+                'responses_by_class': self.by_class(statuses),
+                'errors': errors, 'errors_total': sum(errors.values())}
+
+    @staticmethod
+    def by_class(statuses):
+        out = {}
+        for code, n in statuses.items():
+            key = '%dxx' % (code // 100)
+            out[key] = out.get(key, 0) + n
         return out
 
     def on_lost(self, pid, slot):
@@ -718,10 +869,10 @@ class ClientRun(object):
                 'rate_limit_per_s': args.rate or None, 'ramp_s': args.ramp or None,
                 'inflight_cap': args.inflight}
 
-    def exit_code(self, hold):
+    def exit_code(self, hold, proto):
         if self.sup.lost:
             return EXIT_LOST
-        if self.reached and hold['held_ok']:
+        if self.reached and hold['held_ok'] and proto.get('errors_total', 0) <= self.allowed_loss:
             return EXIT_OK
         return EXIT_NOT_REACHED
 
@@ -732,11 +883,12 @@ class ClientRun(object):
         per_conn = (lambda v: round(v / float(basis['established']), 1)) \
             if basis['established'] else (lambda v: None)
         hold = self.hold_verdict(final, t_stop)
+        proto = self.protocol_summary()
         mean = round((plan.target if self.reached else self.peak_total) / elapsed, 1)
         at_target = self.at_target['established'] if self.reached else None
         return {
             'role': 'client', 'version': VERSION, 'target': plan.target, 'reached': self.reached,
-            'exit_code': self.exit_code(hold), 'stopped_by': self.stop_reason,
+            'exit_code': self.exit_code(hold, proto), 'protocol': proto, 'stopped_by': self.stop_reason,
             'established_peak': max(self.peak_total, at_target or 0),
             'established_at_target': at_target,
             'established_final': final['established'],
@@ -757,7 +909,8 @@ class ClientRun(object):
                        'nofile_hard': plan.nofile_hard, 'reserve': RESERVE_FDS,
                        'per_worker': plan.cap},
             'plan': {'sources': len(plan.sources), 'destinations': len(plan.targets),
-                     'ports': plan.nports, 'tuples': plan.tuples,
+                     'ports': plan.nports, 'endpoints': len(plan.destinations),
+                     'tuples': plan.tuples,
                      'local_port_range': [plan.port_lo, plan.port_hi],
                      'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
             'close_seconds': close_s,
@@ -778,7 +931,15 @@ class ClientRun(object):
             log('error: target %d not reached (peak %d established; %s; errors %s)'
                 % (self.plan.target, summary['established_peak'], dropped,
                    summary['errors'] or 'none'))
-        elif not hold['held_ok'] and hold['lost'] > hold['allowed_loss']:
+        proto = summary['protocol']
+        if proto.get('errors_total', 0) > hold['allowed_loss']:
+            log('error: %d %s answer(s) failed (%s), more than the %d allowed (--hold-tolerance %s)'
+                % (proto['errors_total'], proto['name'],
+                   ' '.join('%s=%d' % kv for kv in sorted(proto['errors'].items())),
+                   hold['allowed_loss'], self.args.hold_tolerance))
+        if not self.reached:
+            return
+        if not hold['held_ok'] and hold['lost'] > hold['allowed_loss']:
             log('error: %d of %d connections lost during the hold of %.1f s (%s), more than '
                 'the %d allowed (--hold-tolerance %s)'
                 % (hold['lost'], self.plan.target, hold['seconds'], dropped,

@@ -202,3 +202,34 @@ def endpoint_text(ip, port):
     """'10.0.0.1:80', or '[fd00::1]:80' for IPv6."""
     ip = address(ip)
     return ('[%s]:%d' if ip.version == 6 else '%s:%d') % (ip, port)
+
+
+def split_endpoint(text):
+    """(host, port) from 'HOST:PORT' or '[IPV6]:PORT' (host: an address or a name).
+
+    The port must be 1 to 65535; an IPv6 address needs the brackets.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError('%r is not an endpoint (write it like 10.0.0.1:80 or [fd00::1]:80)'
+                         % (text,))
+    raw = text.strip()
+    if raw.startswith('['):
+        host, sep, rest = raw[1:].partition(']')
+        if not sep or (rest and not rest.startswith(':')):
+            raise ValueError('%r: an IPv6 endpoint is written [ADDRESS]:PORT' % text)
+        port = rest[1:] if rest else ''
+        address(host)
+    else:
+        host, sep, port = raw.rpartition(':')
+        if ':' in host:
+            raise ValueError('%r: write an IPv6 address in brackets, like [%s]:80' % (text, host))
+        if not sep:
+            host, port = raw, ''
+    if not port:
+        raise ValueError('%r has no port: write it as %s:PORT' % (text, raw.strip('[]')
+                         if not raw.startswith('[') else '[%s]' % host))
+    if not port.isdigit() or not 1 <= int(port) <= PORT_MAX:
+        raise ValueError('%r: the port must be a number from 1 to %d' % (text, PORT_MAX))
+    if not host or any(c.isspace() for c in host):
+        raise ValueError('%r has no host before the port' % text)
+    return host, int(port)

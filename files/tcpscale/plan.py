@@ -14,6 +14,7 @@ import ipaddress
 import socket
 
 from . import ipplan
+from . import protocol
 from .system import (Usage, cpu_count, local_port_range, probe_addresses, raise_nofile,
                      read_sysctl)
 
@@ -114,22 +115,23 @@ def client_sources(args):
 
 # -------------------------------------------------------------- arithmetic
 
-def segments_of(sources, targets, nports):
-    """Tuples grouped by family: [(af, tuples, sources, targets)] (addresses as text).
+def segments_of(sources, destinations):
+    """Tuples grouped by family: [(af, tuples, sources, destinations)].
 
-    A v4 source only reaches v4 targets; IPv4 first.
+    Sources are address texts, destinations (address text, port) pairs. A v4
+    source only reaches v4 destinations; IPv4 first.
     """
     segments = []
     for version, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
         srcs = [str(a) for a in sources if a.version == version]
-        dsts = [str(a) for a in targets if a.version == version]
+        dsts = [(str(a), port) for a, port in destinations if a.version == version]
         if srcs and dsts:
-            segments.append((af, len(srcs) * len(dsts) * nports, srcs, dsts))
+            segments.append((af, len(srcs) * len(dsts), srcs, dsts))
     return segments
 
 
-def tuple_at(p, segments, nports, plo):
-    """(af, source, destination, port) of tuple p (0 <= p < all tuples).
+def tuple_at(p, segments):
+    """(af, source, (destination, port)) of tuple p (0 <= p < all tuples).
 
     Destinations (address x port) first, then sources: the first D
     connections reach D different endpoints, and connection k of the run
@@ -139,9 +141,41 @@ def tuple_at(p, segments, nports, plo):
         if p < t:
             break
         p -= t
-    nd = len(dsts) * nports
-    d = p % nd
-    return af, srcs[(p // nd) % len(srcs)], dsts[d // nports], plo + d % nports
+    nd = len(dsts)
+    return af, srcs[(p // nd) % len(srcs)], dsts[p % nd]
+
+
+def parse_endpoints(text, field='--endpoints'):
+    """[(address, port)] of 'ADDR:PORT,[V6]:PORT,...' (addresses only: names are resolved
+    before the engine starts)."""
+    out = []
+    for item in [x.strip() for x in str(text).split(',')]:
+        if not item:
+            continue
+        try:
+            host, port = ipplan.split_endpoint(item)
+            out.append((ipplan.address(host), port))
+        except ValueError as exc:
+            raise Usage('%s: %s' % (field, exc))
+    if not out:
+        raise Usage('%s: no endpoint given' % field)
+    if len(set(out)) != len(out):
+        raise Usage('%s: an endpoint is listed twice' % field)
+    return out
+
+
+def destinations_of(args):
+    """[(address, port)]: --endpoints, or every port of --ports on every --targets address."""
+    if args.endpoints:
+        if args.targets or args.ports:
+            raise Usage('--endpoints replaces --targets and --ports: give one or the other')
+        return parse_endpoints(args.endpoints)
+    if not args.targets or not args.ports:
+        raise Usage('give where to connect: --targets ADDR,... --ports LO-HI, or --endpoints '
+                    'ADDR:PORT,...')
+    lo, hi = parse_ports(args.ports)
+    return [(a, port) for a in parse_addresses(args.targets, '--targets')
+            for port in range(lo, hi + 1)]
 
 
 def split_quota(target, workers):
@@ -195,9 +229,9 @@ class ClientPlan(object):
         self.target = args.connections
         if self.target < 1:
             raise Usage('--connections: give a number >= 1')
-        self.targets = parse_addresses(args.targets, '--targets')
-        self.plo, self.phi = parse_ports(args.ports)
-        self.nports = self.phi - self.plo + 1
+        self.destinations = destinations_of(args)
+        self.targets = sorted(set(a for a, _port in self.destinations), key=str)
+        self.nports = len(set(port for _a, port in self.destinations))
         self.sources = client_sources(args)
         self.freebind = bool(getattr(args, 'freebind', False))
         if not args.allow_external:
@@ -207,7 +241,7 @@ class ClientPlan(object):
                             'and benchmark (198.18.0.0/15) ranges; pass --allow-external if '
                             'you really mean to load that host' % ', '.join(bad))
         check_client_options(args)
-        self.segments = segments_of(self.sources, self.targets, self.nports)
+        self.segments = segments_of(self.sources, self.destinations)
         if not self.segments:
             raise Usage('no source address has the same family (IPv4/IPv6) as a target')
         self.tuples = sum(s[1] for s in self.segments)
@@ -216,18 +250,46 @@ class ClientPlan(object):
         self.plan_workers(args)
         self.quotas, self.starts = split_quota(self.target, self.workers)
         self.payload = b'h' * args.heartbeat_size
+        self.plan_protocol(args)
+
+    def plan_protocol(self, args):
+        """The request of each destination (http), or its upgrade request's parts (websocket)."""
+        self.protocol = getattr(args, 'protocol', 'tcp') or 'tcp'
+        self.requests = {}
+        if self.protocol == 'tcp':
+            return
+        method, path = getattr(args, 'http_method', 'GET'), getattr(args, 'http_path', '/')
+        if not method.isalpha() or not method.isupper():
+            raise Usage('--http-method: give an HTTP method in capitals, like GET or HEAD')
+        if not path.startswith('/') or any(c.isspace() for c in path):
+            raise Usage('--http-path: give a path that starts with / and has no spaces')
+        headers = []
+        for h in getattr(args, 'http_header', None) or []:
+            name, sep, value = h.partition(':')
+            if not sep or not name.strip() or any(c in name for c in ' \t\r\n') \
+                    or '\r' in value or '\n' in value:
+                raise Usage('--http-header %r: write it as NAME:VALUE on one line' % h)
+            headers.append((name.strip(), value.strip()))
+        host = getattr(args, 'http_host', '')
+        for a, port in set((str(a), port) for a, port in self.destinations):
+            h = host or ipplan.endpoint_text(a, port)
+            if self.protocol == 'http':
+                self.requests[(a, port)] = protocol.http_request(method, path, h, headers)
+            else:
+                self.requests[(a, port)] = protocol.ws_request_parts(
+                    path, h, headers, getattr(args, 'ws_subprotocol', ''))
 
     def check_capacity(self):
         """The 4-tuple arithmetic: fail when the target cannot fit, warn when it is tight."""
         capacity = self.tuples * self.port_count
         nsrc = sum(len(s[2]) for s in self.segments)
         ndst = sum(len(s[3]) for s in self.segments)
-        self.arith = ('%d sources x %d destinations x %d ports = %d tuples x %d local ports '
+        self.arith = ('%d sources x %d endpoints (address:port) = %d tuples x %d local ports '
                       '(net.ipv4.ip_local_port_range %d-%d) = %d connections at most'
-                      % (nsrc, ndst, self.nports, self.tuples, self.port_count, self.port_lo,
+                      % (nsrc, ndst, self.tuples, self.port_count, self.port_lo,
                          self.port_hi, capacity))
         if capacity < self.target:
-            need = -(-self.target // (len(self.targets) * self.nports * self.port_count))
+            need = -(-self.target // (len(self.destinations) * self.port_count))
             raise Usage('the target cannot be reached: %s < %d requested. Add source addresses '
                         '(at least %d), destination addresses or ports, or widen '
                         'ip_local_port_range' % (self.arith, self.target, need))

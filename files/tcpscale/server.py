@@ -22,6 +22,7 @@ import socket
 import time
 
 from . import VERSION
+from . import protocol
 from .plan import RESERVE_FDS, ServerPlan
 from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECHO_BYTES,
                   F_ERR_INDEX, F_ERRNO, F_EST, F_LANE, F_LISTEN, F_LOST_HELD, F_LOST_NS,
@@ -291,7 +292,13 @@ class Holder(object):
         self.fds = array.array('i')
         self.pos = array.array('i', [0]) * (plan.nofile + 2)     # fd -> index in fds + 1
         self.epof = array.array('i', [0]) * (plan.nofile + 2)    # fd -> endpoint in the group
-        self.echo = args.echo
+        self.protocol = getattr(args, 'protocol', 'tcp') or 'tcp'
+        self.echo = args.echo or self.protocol != 'tcp'
+        self.answer = None if self.protocol == 'tcp' else self.answer_http \
+            if self.protocol == 'http' else self.answer_websocket
+        self.upgraded = array.array('b', [0]) * (plan.nofile + 2) \
+            if self.protocol == 'websocket' else None
+        self.response = protocol.http_response()
         rbuf = bytearray(65536)
         self.rbufs = [rbuf]
         self.rview = memoryview(rbuf)
@@ -325,7 +332,8 @@ class Holder(object):
         wake_r = self.wake_r
         fds, pos, epof = self.fds, self.pos, self.epof
         fds_append = fds.append
-        cap, ask_at, echo = self.cap, self.ask_at, self.echo
+        cap, ask_at, echo, answer = self.cap, self.ask_at, self.echo, self.answer
+        upgraded = self.upgraded
         rbufs, rview = self.rbufs, self.rview
         readv, write, close = os.readv, os.write, os.close
         accept4, flags4 = self.accept4, SOCK_NONBLOCK | SOCK_CLOEXEC
@@ -374,7 +382,7 @@ class Holder(object):
                     n = 0
                 if n and echo:
                     try:
-                        write(fd, rview[:n])
+                        write(fd, rview[:n] if answer is None else answer(fd, n))
                         echo_bytes += n
                     except OSError:
                         n = 0
@@ -390,6 +398,8 @@ class Holder(object):
                     u[ubase + epof[fd]] -= 1
                     held -= 1
                     closed += 1
+                    if upgraded is not None:
+                        upgraded[fd] = 0
                     close(fd)
             if held > peak:
                 peak = held
@@ -408,6 +418,19 @@ class Holder(object):
                 last_ppid = now
                 if self.orphaned():
                     break
+
+    # --- the application protocol: what to write back for n bytes read on fd
+    def answer_http(self, _fd, n):
+        """A 200 for every request head that arrived (keep-alive)."""
+        return self.response * bytes(self.rview[:n]).count(b'\r\n\r\n')
+
+    def answer_websocket(self, fd, n):
+        """The 101 to the upgrade (400 to anything else), then a pong to every ping."""
+        data = bytes(self.rview[:n])
+        if not self.upgraded[fd]:
+            self.upgraded[fd] = 1
+            return protocol.ws_handshake_response(data) or protocol.BAD_REQUEST
+        return protocol.ws_answer_pings(data)[0]
 
     def orphaned(self):
         """Every half second: publish the CPU time; whether the keeper is gone."""

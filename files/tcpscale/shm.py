@@ -26,9 +26,14 @@ F_ERRNO, F_ERR_INDEX, F_ECHO_BYTES, F_CPU_USER_US, F_CPU_SYS_US = range(24, 29)
 # holder that died unexpectedly: its wait status, when (wall clock, ns) and
 # how many connections it held.
 F_DROP_RST, F_LOST_STATUS, F_LOST_NS, F_LOST_HELD = range(29, 33)
+# The application protocol (client): requests (or upgrades) sent, responses read,
+# answers that were not HTTP, upgrades with a wrong Sec-WebSocket-Accept, first
+# requests not answered within the connect timeout.
+F_REQ_SENT, F_RESP_RECV, F_BAD_RESPONSE, F_BAD_ACCEPT, F_NO_ANSWER = range(33, 38)
 ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
 HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
 HIST_PER_E = 20
+STATUS_BASE, STATUS_PAIRS = 832, 32    # responses by HTTP status: (code, count) pairs
 
 ST_EMPTY, ST_STARTING, ST_ACTIVE, ST_HOLDING, ST_SETTLED, ST_EXITED, ST_FAILED, ST_LOST = range(8)
 STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'failed', 'lost')
@@ -77,6 +82,27 @@ def error_counts(q, slots):
         n = sum(q[base + e] for base in bases)
         if n:
             out[errno_name(e)] = n
+    return out
+
+
+def publish_statuses(q, b, counts):
+    """{status: count} into the (code, count) pairs of the slot at b (the first 32 codes)."""
+    base = b + STATUS_BASE
+    for i, (code, n) in enumerate(sorted(counts.items())[:STATUS_PAIRS]):
+        q[base + 2 * i] = code
+        q[base + 2 * i + 1] = n
+
+
+def status_counts(q, slots):
+    """{status: count} summed over the given slots."""
+    out = {}
+    for s in slots:
+        base = s * SLOT_WORDS + STATUS_BASE
+        for i in range(STATUS_PAIRS):
+            code = q[base + 2 * i]
+            if not code:
+                break
+            out[code] = out.get(code, 0) + q[base + 2 * i + 1]
     return out
 
 

@@ -11,6 +11,8 @@ the verdict). These filters only hand the roles' data to them.
 
 from __future__ import annotations
 
+import socket
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import plan as plan_core
@@ -22,7 +24,21 @@ def testbed_plan(variables, servers, clients, host_inputs=None):
     """The run plan from the role variables (by name) and the inventory groups."""
     if not isinstance(variables, dict):
         raise AnsibleFilterError('testbed_plan expects a dict of role variables')
-    return plan_core.build(variables, servers, clients, host_inputs)
+    return plan_core.build(variables, servers, clients, host_inputs, resolve=resolve_name)
+
+
+def resolve_name(name, versions):
+    """The addresses (text) of a host name in the given IP versions, resolved here (the
+    controller); [] when it does not resolve."""
+    families = {4: socket.AF_INET, 6: socket.AF_INET6}
+    out = []
+    for version in versions:
+        try:
+            infos = socket.getaddrinfo(name, None, families[version], socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            continue
+        out += [i[4][0] for i in infos if i[4][0] not in out]
+    return out
 
 
 def testbed_tuning(plan, host, kernel, variables):

@@ -18,6 +18,11 @@ mostly used ports costs one hash lookup per port tried.
 
 Problems are returned in ``errors`` (sentences naming the variable and the
 fix), not raised, so the play fails with all of them before any change.
+
+A service under test (``testbed_service_endpoints``, ADDRESS:PORT or
+[ADDRESS]:PORT, names resolved by the caller's ``resolve``) replaces the
+server half: the clients connect to those endpoints, spread over them as
+over the server endpoints, and the count is verified on the service's ports.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ class _Plan(object):
         self.source_max = int(v['topology_client_source_max'])
         self.plan_servers = {}
         self.plan_clients = {}
+        self.service = None             # [(address text, port)] of a service under test
+
+    def destinations(self, version, addresses):
+        """What one family's clients connect to: the service's endpoints of that family
+        (as 'ADDRESS:PORT' texts, one port each), else the addresses given (x the server ports)."""
+        if self.service is None:
+            return list(addresses)
+        return [ipplan.endpoint_text(a, port) for a, port in self.service
+                if ipaddress.ip_address(a).version == version]
 
     def input_of(self, host, name):
         return (self.inputs.get(host) or {}).get(name)
@@ -102,6 +116,60 @@ class _Plan(object):
         entry.update(source_count=count, tuples=count * len(targets) * self.nports,
                      capacity=capacity)
         return entry
+
+
+def _service_endpoints(p, resolve):
+    """testbed_service_endpoints as [(address text, port)]; names through resolve(name, versions)."""
+    v = p.v
+    given = v.get('testbed_service_endpoints') or []
+    if not given:
+        return None
+    versions = families(v)
+    out = []
+    for i, text in enumerate(given):
+        field = 'testbed_service_endpoints[%d]' % i
+        try:
+            host, port = ipplan.split_endpoint(text)
+        except ValueError as exc:
+            p.errors.append('%s: %s' % (field, exc))
+            continue
+        try:
+            addr = str(ipplan.address(host))
+        except ValueError:
+            found = resolve(host, versions) if resolve else []
+            if not found:
+                p.errors.append('%s: the name %r does not resolve to an IPv%s address (on the '
+                                'controller). Fix: give an address, or a name that resolves'
+                                % (field, host, ' or IPv'.join(str(x) for x in versions)))
+                continue
+            addr = found[0]
+        version = ipaddress.ip_address(addr).version
+        if version not in versions:
+            p.errors.append('%s: %s is IPv%d, but testbed_ip_family is %s. Fix: give an IPv%d '
+                            'endpoint, or set testbed_ip_family' % (
+                                field, text, version, v.get('testbed_ip_family') or 'ipv4',
+                                versions[0]))
+            continue
+        if (addr, port) in out:
+            p.errors.append('%s: %s is listed twice' % (field, text))
+            continue
+        out.append((addr, port))
+    if v.get('topology_mode') == 'host':
+        p.errors.append('testbed_service_endpoints on a fleet (topology_mode host) is not supported '
+                        'yet: the services group and its verification are still to come. Fix: '
+                        'test the service from the one-box default (topology_mode netns)')
+    if v.get('topology_client_sources') == 'anyip':
+        p.errors.append('topology_client_sources anyip with testbed_service_endpoints is not '
+                        'supported yet (the route back would go into the host\'s own table). '
+                        'Fix: use aliases')
+    loopback = [ipplan.endpoint_text(a, port) for a, port in out if ipaddress.ip_address(a).is_loopback]
+    if loopback and v.get('topology_mode') == 'netns':
+        p.errors.append('testbed_service_endpoints %s: a loopback address is the client '
+                        'namespace\'s own there, not the host\'s. Fix: use the host\'s end of the '
+                        'veth, %s (the service listening on it or on its wildcard address)'
+                        % (', '.join(loopback), ipplan.hosts(ipplan.network(
+                            v['topology_netns_server_cidr']), 1)[0]))
+    return out or None
 
 
 def _hosts(cidr, count, offset, name):
@@ -180,7 +248,8 @@ def _netns_client(p, host, fams, anyip):
         cli_net, name = f['client_net'], f['client_cidr_name']
         room = ipplan.usable_hosts(cli_net)[1]
         room = min(room, ANYIP_SOURCE_MAX if anyip else p.source_max)
-        part = p.client_entry(host, f['server_addresses'], p.source_count, room,
+        part = p.client_entry(host, p.destinations(f['version'], f['server_addresses']),
+                              p.source_count, room,
                               '%s %s' % (name, cli_net), share=parts[f['version']],
                               family='IPv%d' % f['version'] if len(fams) > 1 else '')
         part['sources'] = _hosts(cli_net, part['source_count'], 0, name) if part['source_count'] else []
@@ -198,6 +267,14 @@ def _netns_client(p, host, fams, anyip):
         entry['families']['ipv%d' % f['version']] = {
             'connections': parts[f['version']], 'sources': part['source_count'],
             'capacity': part['capacity'], 'targets': part['targets']}
+    return _with_endpoints(p, entry)
+
+
+def _with_endpoints(p, entry):
+    """A client entry of a service run: its endpoints as given, its targets the addresses."""
+    if p.service is not None:
+        entry['endpoints'] = list(entry['targets'])
+        entry['targets'] = sorted(set(t.rsplit(':', 1)[0].strip('[]') for t in entry['targets']))
     return entry
 
 
@@ -323,8 +400,9 @@ def _fleet_plan(p):
         p.errors.append('topology_interface is empty: aliases (topology_client_cidr, '
                         'topology_server_alias_cidr) need the interface that carries them')
     cursor = [int(v.get('topology_client_offset') or 0)]
+    dests = p.destinations(families(v)[0], targets)
     for host in p.clients:
-        p.plan_clients[host] = _fleet_client(p, host, targets, cursor)
+        p.plan_clients[host] = _with_endpoints(p, _fleet_client(p, host, dests, cursor))
     both = [h for h in p.clients if h in p.servers]
     lo, hi = p.port_range
     last = p.first + p.nports - 1
@@ -340,11 +418,13 @@ def _fleet_plan(p):
             p.plan_servers[host]['connections'] = int(math.ceil(total * float(mine) / len(targets)))
 
 
-def build(variables, servers, clients, host_inputs=None):
+def build(variables, servers, clients, host_inputs=None, resolve=None):
     """The plan, from the role variables (by name) and the inventory groups.
 
     host_inputs: {host: {server_addresses, server_aliases: {cidr, offset, count},
     client_addresses}}, what each host publishes of its own variables.
+    resolve(name, versions): the addresses of a service endpoint's host name (the
+    filter resolves on the controller); without it, names are refused.
     Returns {ok, errors, arithmetic, mode, netns, interface, connections, port_range,
     per_tuple, server_ports, server_ports_arg, server_port_count, servers, clients}.
     """
@@ -357,6 +437,9 @@ def build(variables, servers, clients, host_inputs=None):
     if errors:
         return {'ok': False, 'errors': errors, 'arithmetic': [], 'servers': {}, 'clients': {}}
     p = _Plan(variables, servers, clients, host_inputs)
+    p.service = _service_endpoints(p, resolve)
+    if p.service is not None:
+        p.nports = 1            # one port per endpoint
     netns = None
     try:
         if variables['topology_mode'] == 'netns':
@@ -366,6 +449,7 @@ def build(variables, servers, clients, host_inputs=None):
     except _PlanError as exc:
         p.errors.append(str(exc))
     last = p.first + p.nports - 1
+    service_ports = sorted(set(port for _a, port in p.service or []))
     return {
         'ok': not p.errors, 'errors': p.errors, 'arithmetic': p.arithmetic,
         'mode': variables['topology_mode'], 'netns': netns,
@@ -379,4 +463,10 @@ def build(variables, servers, clients, host_inputs=None):
         'per_tuple': p.per_tuple, 'server_ports': [p.first, last],
         'server_ports_arg': '%d-%d' % (p.first, last),
         'server_port_count': p.nports, 'servers': p.plan_servers, 'clients': p.plan_clients,
+        # the ports the connections go to: the service's, or the server half's range
+        'port_filter': [str(x) for x in service_ports] or ['%d-%d' % (p.first, last)],
+        'service': None if p.service is None else {
+            'endpoints': [ipplan.endpoint_text(a, port) for a, port in p.service],
+            'addresses': sorted(set(a for a, _port in p.service)), 'ports': service_ports},
+        'protocol': variables.get('client_protocol') or 'tcp',
     }

@@ -216,6 +216,7 @@ def client_entry(host, data, verified):
         'errors': summary.get('errors') or {},
         'workers': summary.get('workers'),
         'heartbeat': summary.get('heartbeat'),
+        'protocol': summary.get('protocol') or {'name': 'tcp'},
         'verified_client': _side(verified, host, 'start', 'client'),
         'verified_client_end': _side(verified, host, 'end', 'client'),
         'started_at': iso(data.get('started_at')),
@@ -279,6 +280,21 @@ def _sum_side(verified, phase, side):
 
 # ------------------------------------------------------------------ verdict
 
+def protocol_totals(entries):
+    """The clients' protocol figures added up: answers by status and class, failures by kind."""
+    out = {'name': 'tcp', 'requests_sent': 0, 'responses': 0, 'responses_by_status': {},
+           'responses_by_class': {}, 'errors': {}, 'errors_total': 0}
+    for c in entries:
+        p = c.get('protocol') or {}
+        out['name'] = p.get('name') or out['name']
+        for key in ('requests_sent', 'responses', 'errors_total'):
+            out[key] += int(_num(p.get(key)))
+        for key in ('responses_by_status', 'responses_by_class', 'errors'):
+            for k, v in (p.get(key) or {}).items():
+                out[key][k] = out[key].get(k, 0) + int(_num(v))
+    return out
+
+
 def verdict(report, failures, missing):
     """The sentences that say why the run does not pass (empty: it passes)."""
     reasons = []
@@ -309,6 +325,14 @@ def verdict(report, failures, missing):
                            'the hold: %s%s)' % (host, fmt(c['established_final']),
                                                 fmt(c['target'] or 0),
                                                 fmt(c['dropped_during_hold'] or 0), cut))
+        failed = (c['protocol'] or {}).get('errors_total') or 0
+        if failed > c['allowed_loss']:
+            reasons.append('client %s: %s %s answer(s) failed (%s), more than the %s allowed '
+                           '(client_hold_tolerance)' % (
+                               host, fmt(failed), c['protocol'].get('name'),
+                               ', '.join('%s %s' % (k, fmt(v))
+                                         for k, v in sorted(c['protocol'].get('errors', {}).items())),
+                               fmt(c['allowed_loss'])))
         if c['rc'] != 0:
             reasons.append('the client half on %s %s (exit status %s)'
                            % (host, c['exit'], c['rc']))
@@ -429,6 +453,7 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
         'timeline': merged,
         'timeline_columns': list(TIMELINE_COLUMNS),
     }
+    report['protocol'] = protocol_totals(per_client.values())
     report['memory_peak_bytes'] = max((r[2] + r[3] for r in merged), default=0)
     report['reasons'] = verdict(report, failures, missing)
     report['verified_ok'] = target > 0 and not report['reasons']

@@ -243,7 +243,8 @@ def _check_halves(c):
     c.integer('client_retries', 0)
     c.integer('client_concurrency', 0)
     c.number('client_heartbeat_interval', 0)
-    c.integer('client_heartbeat_size', 1, 65536)
+    size = c.integer('client_heartbeat_size', 1, 65536)
+    _check_protocol(c, size)
     c.zero_or('client_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to take the tuning role\'s value, or up to fs.nr_open\'s maximum')
     c.number('client_progress_interval', above=0)
@@ -255,6 +256,39 @@ def _check_halves(c):
         c.fail('client_run_timeout', '%d s is less than client_reach_timeout %d + client_hold %s + '
                '60 s to stop: the asynchronous job would be killed before the run ends'
                % (run, reach, hold), 'raise it to %d or more' % (reach + hold + 60))
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")    # an HTTP header name (RFC 9110)
+
+
+def _check_protocol(c, size):
+    """client_protocol and the request it sends (no CR/LF anywhere: one line each)."""
+    proto = c.choice('client_protocol', ('tcp', 'http', 'websocket'))
+    if c.has('client_http_method') and not re.match(r'^[A-Z]+$', str(c.v['client_http_method'])):
+        c.fail('client_http_method', '%r is not an HTTP method' % c.v['client_http_method'],
+               'give one in capitals, like GET or HEAD')
+    path = c.v.get('client_http_path')
+    if c.has('client_http_path') and (not str(path).startswith('/') or re.search(r'\s', str(path))):
+        c.fail('client_http_path', '%r does not start with / or holds whitespace' % path,
+               'give a path like /health')
+    for name in ('client_http_host', 'client_ws_subprotocol'):
+        if c.has(name) and re.search(r'[\s,]', str(c.v[name])):
+            c.fail(name, '%r holds whitespace or a comma' % c.v[name], 'give one value')
+    headers = c.v.get('client_http_headers') or {}
+    if not isinstance(headers, dict):
+        c.fail('client_http_headers', 'is not a mapping', 'give name: value pairs')
+        headers = {}
+    for key, value in headers.items():
+        if not _TOKEN.match(str(key)) or re.search(r'[\r\n]', str(value)):
+            c.fail('client_http_headers', '%r: %r is not a header name and a one-line value'
+                   % (key, value), 'give a token name (letters, digits, -) and a value without '
+                   'line breaks')
+    if proto == 'websocket' and size is not None and size > 125:
+        c.fail('client_heartbeat_size', '%d bytes do not fit in a WebSocket ping (125 at most)' % size,
+               'give 125 or less with client_protocol websocket')
+    given = c.v.get('testbed_service_endpoints')
+    if given is not None and not isinstance(given, list):
+        c.fail('testbed_service_endpoints', 'is not a list', 'give a list like ["10.240.0.1:8080"]')
 
 
 def check(variables):

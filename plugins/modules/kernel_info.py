@@ -12,7 +12,9 @@ version_added: 0.2.0
 description:
   - Reads kernel parameters under C(/proc/sys) (on the host or inside a network namespace), the
     memory available, the conntrack hash size, whether the module runs in a container, whether
-    systemd is the running system manager, and this process's nofile limits and capabilities.
+    systemd is the running system manager, this process's nofile limits and capabilities, and
+    whether the kernel lets a socket bind an address that is on no interface (C(IP_FREEBIND),
+    what C(topology_client_sources=anyip) needs).
   - Changes nothing. The tuning role computes its values from what this returns
     (C(plugins/module_utils/tuning.py)).
 author:
@@ -92,6 +94,15 @@ nofile:
   returned: always
   type: dict
   sample: {"soft": 20000, "hard": 20000, "cap_sys_resource": false}
+freebind:
+  description:
+    - Whether a TCP socket with C(IP_FREEBIND) may bind an address that is on no interface, per
+      family (192.0.2.1 and 2001:db8::1, documentation addresses, bound without a port, so
+      nothing is reserved), and the first refusal's text, or null.
+    - Read where the module runs (O(netns) when given).
+  returned: always
+  type: dict
+  sample: {"ipv4": true, "ipv6": true, "error": null}
 release:
   description: The kernel release.
   returned: always
@@ -101,6 +112,7 @@ release:
 
 import os
 import resource
+import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -127,6 +139,29 @@ def _capabilities():
         return lm.cap_effective(f.read())
 
 
+# Linux values (uapi/linux/in.h), where the socket module lacks them
+IP_FREEBIND = getattr(socket, 'IP_FREEBIND', 15)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, 'IP_BIND_ADDRESS_NO_PORT', 24)
+FREEBIND_PROBES = (('ipv4', socket.AF_INET, '192.0.2.1'), ('ipv6', socket.AF_INET6, '2001:db8::1'))
+
+
+def _freebind():
+    """Bind a documentation address of each family as the engine does (IP_FREEBIND at SOL_IP)."""
+    result = {'error': None}
+    for name, family, address in FREEBIND_PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                s.bind((address, 0))
+            result[name] = True
+        except OSError as exc:
+            result[name] = False
+            if result['error'] is None:
+                result['error'] = '%s: %s' % (name, exc.strerror or exc)
+    return result
+
+
 def run(module):
     keys = [sc.normalize_key(k, 'keys')[0] for k in (module.params['keys'] or tuning.KEYS)]
     netns = module.params['netns']
@@ -135,6 +170,7 @@ def run(module):
     with ns.enter_netns(netns):
         states = sc.probe(keys)
         init_netns = sc.in_init_netns()
+        freebind = _freebind()
     hashsize = sc.probe_key(sc.HASHSIZE_KEY)
     memory = _meminfo()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -147,7 +183,7 @@ def run(module):
         in_container=is_container(), init_netns=init_netns, systemd_running=systemd_running(),
         nofile={'soft': soft, 'hard': hard,
                 'cap_sys_resource': bool(_capabilities() & (1 << lm.CAP_SYS_RESOURCE))},
-        release=os.uname().release,
+        freebind=freebind, release=os.uname().release,
     )
 
 

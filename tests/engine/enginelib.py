@@ -37,7 +37,8 @@ def engine_package():
         sys.path.insert(0, FILES)
     import importlib
     pkg = importlib.import_module('tcpscale')
-    for name in ('cli', 'plan', 'shm', 'system', 'supervisor', 'client', 'server', 'ipplan'):
+    for name in ('cli', 'plan', 'shm', 'system', 'supervisor', 'client', 'server', 'ipplan',
+                 'protocol'):
         importlib.import_module('tcpscale.' + name)
     return pkg
 

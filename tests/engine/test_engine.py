@@ -162,7 +162,7 @@ def test_unreachable_arithmetic_exits_2_before_any_socket(netpair):
     code, summary = cli.finish(timeout=60)
     err = cli.stderr()
     assert code == 2 and summary is None
-    assert ('1 sources x 1 destinations x 1 ports = 1 tuples x 64512 local ports '
+    assert ('1 sources x 1 endpoints (address:port) = 1 tuples x 64512 local ports '
             '(net.ipv4.ip_local_port_range 1024-65535) = 64512 connections at most < 70000 '
             'requested') in err
     assert 'at least 2' in err and 'cannot be used' not in err

@@ -90,16 +90,45 @@ def test_ports_and_endpoints_follow_ipplan():
 
 def test_every_tuple_gets_the_same_share_destinations_first():
     srcs = [ipaddress.ip_address(a) for a in ('10.0.0.1', '10.0.0.2', 'fd00::1')]
-    dsts = [ipaddress.ip_address(a) for a in ('10.1.0.1', '10.1.0.2', 'fd01::1')]
-    segments = plan.segments_of(srcs, dsts, 3)
+    dsts = [(ipaddress.ip_address(a), port) for a in ('10.1.0.1', '10.1.0.2', 'fd01::1')
+            for port in (1000, 1001, 1002)]
+    segments = plan.segments_of(srcs, dsts)
     assert [(s[0], s[1]) for s in segments] == [(socket.AF_INET, 12), (socket.AF_INET6, 3)]
     tuples = sum(s[1] for s in segments)
-    seen = [plan.tuple_at(p, segments, 3, 1000) for p in range(tuples)]
+    seen = [plan.tuple_at(p, segments) for p in range(tuples)]
     assert len(set(seen)) == tuples                     # each tuple once per round
     # the first D connections of a family go to D different endpoints
-    assert len(set((t[2], t[3]) for t in seen[:6])) == 6
-    assert seen[0] == (socket.AF_INET, '10.0.0.1', '10.1.0.1', 1000)
-    assert seen[12] == (socket.AF_INET6, 'fd00::1', 'fd01::1', 1000)
+    assert len(set(t[2] for t in seen[:6])) == 6
+    assert seen[0] == (socket.AF_INET, '10.0.0.1', ('10.1.0.1', 1000))
+    assert seen[12] == (socket.AF_INET6, 'fd00::1', ('fd01::1', 1000))
+
+
+def test_endpoints_replace_targets_and_ports():
+    p = plan.ClientPlan(parse('client', '--endpoints', '10.1.0.1:80,[fd01::1]:8443,10.1.0.2:81',
+                              '--sources', '10.0.0.1,fd00::1', '--connections', '30'))
+    assert p.destinations == [(ipaddress.ip_address('10.1.0.1'), 80),
+                              (ipaddress.ip_address('fd01::1'), 8443),
+                              (ipaddress.ip_address('10.1.0.2'), 81)]
+    assert p.tuples == 3 and p.arith.startswith('2 sources x 3 endpoints (address:port) = 3 tuples')
+    for bad, message in ((['--endpoints', '10.1.0.1'], 'has no port'),
+                         (['--endpoints', '10.1.0.1:0'], 'the port must be a number from 1'),
+                         (['--endpoints', '10.1.0.1:80', '--targets', '10.1.0.1'], 'replaces'),
+                         (['--endpoints', 'name.example:80'], 'is not an IP address')):
+        with pytest.raises(plan.Usage) as err:
+            plan.ClientPlan(parse('client', '--sources', '10.0.0.1', '--connections', '1', *bad))
+        assert message in str(err.value)
+
+
+def test_protocol_requests_are_built_once_per_destination():
+    p = plan.ClientPlan(parse('client', '--endpoints', '10.1.0.1:80,10.1.0.1:81', '--sources',
+                              '10.0.0.1', '--connections', '2', '--protocol', 'http',
+                              '--http-path', '/health', '--http-header', 'X-Test: 1'))
+    assert p.requests[('10.1.0.1', 81)] == (b'GET /health HTTP/1.1\r\nHost: 10.1.0.1:81\r\n'
+                                            b'X-Test: 1\r\n\r\n')
+    for bad in (['--http-method', 'get'], ['--http-path', 'x'], ['--http-header', 'Bad']):
+        with pytest.raises(plan.Usage):
+            plan.ClientPlan(parse('client', '--endpoints', '10.1.0.1:80', '--sources', '10.0.0.1',
+                                  '--connections', '1', '--protocol', 'http', *bad))
 
 
 def test_quotas_add_up_and_start_where_the_previous_ended():
@@ -120,7 +149,7 @@ def test_workers_follow_the_descriptor_limit():
 def test_client_plan_arithmetic():
     p = plan.ClientPlan(client_args())
     assert p.tuples == 8 and p.per_tuple == 125 and sum(p.quotas) == 1000
-    assert p.arith.startswith('2 sources x 1 destinations x 4 ports = 8 tuples x ')
+    assert p.arith.startswith('2 sources x 4 endpoints (address:port) = 8 tuples x ')
     with pytest.raises(plan.Usage) as err:
         plan.ClientPlan(client_args('--ramp', '5'))
     assert '--ramp needs --rate' in str(err.value)

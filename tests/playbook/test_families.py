@@ -5,8 +5,10 @@
 
 In order, on this host (root), under the heavy-run lock like test_site.py:
 bad family input fails before any change (an IPv4 network given for IPv6,
-IPv6 disabled on the host); 150,000 over IPv6, then over both families
-(each family's count verified), then over AnyIP with 4,096 sources (one
+IPv6 disabled on the host, AnyIP on a host that refuses IP_FREEBIND binds:
+nofreebind.py's seccomp filter); 150,000 over IPv6, then over both families
+(each family's count verified; the first over HTTP keep-alive, the second
+over WebSocket, each first answer counted by status), then over AnyIP with 4,096 sources (one
 local route, no alias per source), each verified on both sides by sock_diag;
 teardown leaves no namespace, no route and the host as it was.
 """
@@ -17,10 +19,11 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
-from test_site import LOCK, differences, ours_present, playbook  # noqa: F401 pylint: disable=unused-import
+from test_site import HERE, LOCK, differences, ours_present, playbook  # noqa: F401 pylint: disable=unused-import
 from test_site import pristine  # noqa: F401 pylint: disable=unused-import
 
 TARGET = 150000
@@ -79,11 +82,33 @@ def test_ipv6_disabled_on_the_host_fails_before_any_change(pristine):
     assert differences(pristine['before']) == [] and ours_present() == []
 
 
+def test_anyip_where_freebind_binds_fail_fails_before_any_change(pristine):
+    # a host whose kernel refuses IP_FREEBIND: a seccomp filter inherited by the modules
+    wrapper = [sys.executable, os.path.join(HERE, 'nofreebind.py')]
+    rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET,
+                        '-e', 'topology_client_sources=anyip'], pristine['reports'], wrapper=wrapper)
+    assert rc != 0
+    assert 'topology_client_sources anyip binds source addresses that are on no interface' in out
+    assert 'ipv4: Operation not permitted' in out and 'set topology_client_sources to aliases' in out
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == [] and ours_present() == []
+
+
+def assert_answered(r, protocol, status):
+    """Every connection's first answer came, with the status the server half gives."""
+    proto = r['protocol']
+    assert proto['name'] == protocol and proto['errors_total'] == 0, proto
+    assert proto['responses_by_status'].get(status, 0) >= TARGET, proto
+
+
+# The engine against itself speaks each protocol at 150,000 on the way: IPv6 over
+# HTTP keep-alive, dual stack over WebSocket (tcp is test_site.py's).
 def test_ipv6_reaches_and_verifies_the_target(pristine):
-    rc, out = run_site(pristine, 'testbed_ip_family=ipv6')
+    rc, out = run_site(pristine, 'testbed_ip_family=ipv6', 'client_protocol=http')
     assert rc == 0, out[-5000:]
     r = report(pristine)
     assert_verified(r)
+    assert_answered(r, 'http', '200')
     cli = netns_json('tb-client', 'address', 'show', 'dev', 'tb-cli')
     mine = [a['local'] for link in cli for a in link['addr_info'] if a['family'] == 'inet6'
             and not a['local'].startswith('fe80')]
@@ -91,10 +116,11 @@ def test_ipv6_reaches_and_verifies_the_target(pristine):
 
 
 def test_dual_stack_verifies_each_family(pristine):
-    rc, out = run_site(pristine, 'testbed_ip_family=dual')
+    rc, out = run_site(pristine, 'testbed_ip_family=dual', 'client_protocol=websocket')
     assert rc == 0, out[-5000:]
     r = report(pristine)
     assert_verified(r)
+    assert_answered(r, 'websocket', '101')
     fams = r['verified_by_family']
     assert fams['ipv4'] + fams['ipv6'] >= TARGET
     # split between the families (the engine spreads connections over the tuples of both)

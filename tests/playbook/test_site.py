@@ -48,9 +48,9 @@ pytestmark = [
 ]
 
 
-def playbook(args, reports, timeout=1800):
-    """Run ansible-playbook from the checkout; returns (rc, output)."""
-    cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')] + args + [
+def playbook(args, reports, timeout=1800, wrapper=()):
+    """Run ansible-playbook from the checkout (under the wrapper command, if any); returns (rc, output)."""
+    cmd = list(wrapper) + [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')] + args + [
         '-e', 'report_base_dir=%s' % reports,
         '-e', 'client_fetch_dir=%s' % os.path.join(reports, '.fetched')]
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',

@@ -272,3 +272,76 @@ def test_anyip_and_dual_are_refused_on_a_fleet():
     plan = plan_of(1000, ['s1'], ['c1'], inputs, mode='host', interface='eth1', client_cidr='10.20.128.0/17',
                    testbed_ip_family='dual')
     assert any(e.startswith('testbed_ip_family') for e in plan['errors']), plan['errors']
+
+
+def service_plan(connections, endpoints, resolve=None, **variables):
+    known = role_defaults()
+    names = dict((k if k in known else 'topology_' + k, v) for k, v in variables.items())
+    return pl.build(role_defaults(testbed_connections=connections, testbed_service_endpoints=endpoints,
+                                  **names), ['h'], ['h'], None, resolve=resolve)
+
+
+def test_a_service_replaces_the_server_half_on_one_box():
+    plan = service_plan(30000, ['10.240.0.1:8080'], client_protocol='http')
+    assert plan['ok'], plan['errors']
+    client = plan['clients']['h']
+    assert client['endpoints'] == ['10.240.0.1:8080'] and client['targets'] == ['10.240.0.1']
+    # one endpoint x 16,128 per tuple: two sources for 30,000
+    assert client['source_count'] == 2 and client['capacity'] == 2 * 16128
+    assert plan['service'] == {'endpoints': ['10.240.0.1:8080'], 'addresses': ['10.240.0.1'],
+                               'ports': [8080]}
+    assert plan['port_filter'] == ['8080'] and plan['protocol'] == 'http'
+    # the host's end of the veth still carries the server address
+    assert plan['servers']['h']['interface_addresses'] == ['10.240.0.1/16']
+
+
+def test_service_endpoints_spread_over_ports_and_families():
+    plan = service_plan(100000, ['10.240.0.1:8080', '10.240.0.1:8081', '[fd5c:a1e0:7e57::1]:8080'],
+                        testbed_ip_family='dual')
+    assert plan['ok'], plan['errors']
+    fams = plan['clients']['h']['families']
+    assert fams['ipv4']['targets'] == ['10.240.0.1:8080', '10.240.0.1:8081']
+    assert fams['ipv6']['targets'] == ['[fd5c:a1e0:7e57::1]:8080']
+    assert plan['port_filter'] == ['8080', '8081']
+
+
+@pytest.mark.parametrize('endpoint, message', [
+    ('10.240.0.1', "testbed_service_endpoints[0]: '10.240.0.1' has no port: write it as 10.240.0.1:PORT"),
+    ('10.240.0.1:0', 'testbed_service_endpoints[0]: \'10.240.0.1:0\': the port must be a number from 1 to 65535'),
+    ('10.240.0.1:65536', 'the port must be a number from 1 to 65535'),
+    ('no-such-host.invalid:80', "testbed_service_endpoints[0]: the name 'no-such-host.invalid' does not resolve"),
+    ('127.0.0.1:80', "a loopback address is the client namespace's own there"),
+    ('[fd00::1]:80', 'is IPv6, but testbed_ip_family is ipv4'),
+])
+def test_bad_service_endpoints_name_the_variable(endpoint, message):
+    plan = service_plan(1000, [endpoint], resolve=lambda name, versions: [])
+    assert not plan['ok']
+    assert any(message in e for e in plan['errors']), plan['errors']
+
+
+def test_a_service_name_resolves_through_the_resolver():
+    seen = []
+
+    def resolve(name, versions):
+        seen.append((name, tuple(versions)))
+        return ['10.240.0.1']
+    plan = service_plan(1000, ['svc.example:8080'], resolve=resolve)
+    assert plan['ok'], plan['errors']
+    assert seen == [('svc.example', (4,))]
+    assert plan['clients']['h']['endpoints'] == ['10.240.0.1:8080']
+
+
+@pytest.mark.parametrize('variables, message', [
+    ({'client_protocol': 'bogus'}, "client_protocol: 'bogus' is not one of tcp, http, websocket"),
+    ({'client_http_method': 'get'}, "client_http_method: 'get' is not an HTTP method"),
+    ({'client_http_path': 'health'}, "client_http_path: 'health' does not start with /"),
+    ({'client_http_headers': {'X-A': 'one\r\nX-B: two'}}, 'client_http_headers'),
+    ({'client_http_headers': {'bad name': 'x'}}, 'is not a header name'),
+    ({'client_protocol': 'websocket', 'client_heartbeat_size': 200},
+     'client_heartbeat_size: 200 bytes do not fit in a WebSocket ping'),
+    ({'testbed_service_endpoints': '10.0.0.1:80'}, 'testbed_service_endpoints: is not a list'),
+])
+def test_bad_protocol_variables_name_the_variable(variables, message):
+    plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+    assert not plan['ok']
+    assert any(message in e for e in plan['errors']), plan['errors']

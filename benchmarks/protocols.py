@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark of the client protocols (tcp, http, websocket) at N connections, in one run.
+
+    . .venv/bin/activate
+    flock /tmp/scalelab-heavy.lock python3 benchmarks/protocols.py --connections 150000
+
+Each protocol runs the engine's two halves against each other in fresh
+namespaces, as benchmarks/connections.py does (the same phase code): the
+server half answers the protocol (200s, the WebSocket upgrade), the client
+half opens N connections, each one's first answer counted before it counts
+toward the target, and sock_diag verifies the count on both sides. For each
+it prints the rate, the user memory per connection (client and server PSS),
+the CPU us per connection and the ratio against tcp from the same run. TLS is
+not in the engine yet, so it is not measured.
+
+The last stdout line is one JSON object: {protocol: figures}, ratios.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import connections as bench  # noqa: E402  pylint: disable=wrong-import-position
+
+PROTOCOLS = ('tcp', 'http', 'websocket')
+
+
+def figures(phase):
+    cpu = phase.get('cpu_us_per_conn') or {}
+    return {'ok': phase.get('ok'), 'established': phase.get('established'),
+            'connections_per_s': phase.get('connections_per_s'),
+            'seconds_to_target': phase.get('seconds_to_target'),
+            'user_bytes_per_conn': phase.get('user_bytes_per_conn'),
+            'user_bytes_per_conn_client': phase.get('user_bytes_per_conn_client'),
+            'kernel_bytes_per_conn': phase.get('kernel_bytes_per_conn'),
+            'cpu_us_per_conn': round(sum(cpu.values()), 1) if cpu else None,
+            'answers': ((phase.get('client_summary') or {}).get('protocol') or {}).get(
+                'responses_by_status'),
+            'error': phase.get('error')}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    p.add_argument('--connections', type=int, required=True)
+    p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
+    p.add_argument('--sources', type=int, default=0)
+    p.add_argument('--protocols', default=','.join(PROTOCOLS))
+    args = p.parse_args()
+    wanted = [x for x in args.protocols.split(',') if x]
+    host = bench.HostSettings()
+    main_pid = os.getpid()
+
+    def on_term(_s, _f):
+        if os.getpid() != main_pid:
+            os._exit(0)
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv),
+           'protocols': {}, 'tls': 'not measured: the engine has no TLS yet'}
+    try:
+        bench.preflight(args, host)
+        bench.wait_settled('start', timeout=30)
+        for proto in wanted:
+            try:
+                phase = bench.run_engine(args, host, protocol=proto)
+            except bench.BenchError as exc:
+                phase = {'ok': False, 'error': str(exc)}
+            out['protocols'][proto] = figures(phase)
+    except KeyboardInterrupt:
+        out['interrupted'] = True
+    finally:
+        try:
+            bench.remove_namespaces()
+        finally:
+            host.restore()
+    tcp = out['protocols'].get('tcp') or {}
+    rows = []
+    for proto, f in out['protocols'].items():
+        if tcp.get('connections_per_s') and f.get('connections_per_s'):
+            f['rate_vs_tcp'] = round(f['connections_per_s'] / tcp['connections_per_s'], 2)
+        rows.append('%-10s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s%s'
+                    % (proto, f.get('connections_per_s'), f.get('user_bytes_per_conn'),
+                       f.get('cpu_us_per_conn'), f.get('rate_vs_tcp', '-'),
+                       '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
+    for r in rows:
+        bench.log(r)
+    sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
+    return 0 if all(f.get('ok') for f in out['protocols'].values()) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The protocol codec (files/tcpscale/protocol.py): requests, answers, frames (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from enginelib import engine_package
+
+pr = engine_package().protocol
+
+
+def test_the_accept_key_is_the_rfc_6455_example():
+    # RFC 6455 section 1.3
+    assert pr.ws_accept(b'dGhlIHNhbXBsZSBub25jZQ==') == b's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+    key = pr.ws_key()
+    assert len(base64.b64decode(key)) == 16
+    assert pr.ws_accept(key) == base64.b64encode(hashlib.sha1(key + pr.WS_GUID).digest())
+
+
+def test_an_upgrade_round_trip_checks_the_accept_key():
+    head, tail = pr.ws_request_parts('/ws', 'h:80', subprotocol='chat')
+    key = pr.ws_key()
+    answer = pr.ws_handshake_response(head + key + tail)
+    assert answer.startswith(b'HTTP/1.1 101 ') and b'Sec-WebSocket-Protocol: chat' in answer
+    assert pr.Reader(0, False, pr.ws_accept(key)).feed(answer) == (101, None, b'')
+    assert pr.Reader(0, False, pr.ws_accept(pr.ws_key())).feed(answer)[1] == pr.BAD_ACCEPT
+    assert pr.ws_handshake_response(b'GET / HTTP/1.1\r\nHost: h\r\n\r\n') is None
+
+
+def test_a_ping_gets_a_pong_with_its_payload():
+    ping = pr.ws_ping(b'x' * 16)
+    assert ping[0] == 0x89 and ping[1] == 0x80 | 16           # final ping, masked
+    pong, seen = pr.ws_answer_pings(ping + ping[:3])          # a partial frame waits
+    assert seen == 0 and pong == b'\x8a\x10' + b'x' * 16
+    assert pr.ws_answer_pings(pong * 2) == (b'', 2)
+    big = pr.ws_frame(0x9, b'y' * 300, b'abcd')
+    assert pr.ws_answer_pings(big)[0] == pr.ws_frame(0xA, b'y' * 300)
+    # a client answers a server's (unmasked) ping with a masked pong
+    masked, _seen = pr.ws_answer_pings(pr.ws_frame(0x9, b'z'), client=True)
+    assert masked[0] == 0x8A and masked[1] == 0x80 | 1 and len(masked) == 2 + 4 + 1
+
+
+def test_responses_are_read_whole_across_reads():
+    resp = pr.http_response(b'hello')
+    r = pr.Reader(0, True)
+    assert r.feed(resp[:7]) is None and r.feed(resp[7:-2]) is None
+    assert r.feed(resp[-2:] + b'next') == (200, None, b'next')
+    chunked = pr.Reader(0, False)
+    assert chunked.feed(b'HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbusy\r\n') is None
+    assert chunked.feed(b'0\r\n\r\n') == (503, None, b'')
+    assert pr.Reader(0, False).feed(b'SSH-2.0-OpenSSH\r\n')[1] == pr.BAD_RESPONSE
+
+
+def test_requests_are_one_line_per_header():
+    req = pr.http_request('HEAD', '/x', '10.0.0.1:80', [('X-A', '1')])
+    assert req == b'HEAD /x HTTP/1.1\r\nHost: 10.0.0.1:80\r\nX-A: 1\r\n\r\n'

@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The client protocols end to end: http and websocket against the server half, a
+WebSocket server built on the websockets library, and servers that answer wrong."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from enginelib import SERVER_ADDR
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def client_args(pair, n, *extra):
+    return ['--endpoints', '%s:10000,%s:10001' % (SERVER_ADDR, SERVER_ADDR),
+            '--sources', ','.join(pair.sources), '--connections', str(n), '--hold', '3',
+            '--heartbeat-interval', '1'] + list(extra)
+
+
+@pytest.mark.parametrize('protocol, status', [('http', '200'), ('websocket', '101')])
+def test_each_protocol_against_the_server_half(netpair, protocol, status):
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--protocol', protocol])
+    srv.wait_ready()
+    code, summary = pair.client(client_args(pair, 4000, '--protocol', protocol)).finish()
+    assert code == 0, summary
+    proto = summary['protocol']
+    assert proto['name'] == protocol and proto['requests_sent'] == 4000
+    assert proto['responses_by_status'][status] >= 4000 and proto['errors_total'] == 0
+    hb = summary['heartbeat']
+    assert hb['received'] > 0 and hb['rtt_p50_ms'] is not None and hb['rtt_p99_ms'] is not None
+
+
+def ws_server(pair, port, *flags):
+    ready = os.path.join(pair.workdir, 'ws-%d.ready' % port)
+    pair.spawn(pair.srv, [sys.executable, os.path.join(HERE, 'wsserver.py'), SERVER_ADDR,
+                          str(port), ready] + list(flags))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        assert time.monotonic() < deadline, 'the websockets server did not start'
+        time.sleep(0.1)
+
+
+def test_websocket_against_the_websockets_library(netpair):
+    pair = netpair.up(sources=2)
+    ws_server(pair, 10000)
+    n = 10000
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 ','.join(pair.sources), '--connections', str(n), '--hold', '4',
+                                 '--heartbeat-interval', '2', '--protocol', 'websocket',
+                                 '--ws-subprotocol', 'chat']).finish(timeout=300)
+    shown = ('errors', 'protocol', 'hold', 'reached', 'stopped_by', 'established_final')
+    assert code == 0, dict((k, summary[k]) for k in shown)
+    assert summary['established_final'] == n
+    assert summary['protocol']['responses_by_status'] == {'101': n}
+    hb = summary['heartbeat']
+    # pings answered by the library's pongs, with the RTT
+    assert hb['received'] >= n // 2, hb
+    assert 0 < hb['rtt_p50_ms'] <= hb['rtt_p99_ms'], hb
+
+
+def test_a_wrong_accept_key_is_an_error(netpair):
+    pair = netpair.up(sources=1)
+    ws_server(pair, 10000, '--bad-accept')
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 pair.sources[0], '--connections', '50', '--hold', '1',
+                                 '--protocol', 'websocket', '--ws-subprotocol', 'chat']).finish()
+    assert code == 1
+    assert summary['protocol']['errors'] == {'ws_bad_accept': 50}
+    assert summary['errors']['ws_bad_accept'] == 50
+
+
+BUSY_SERVER = '''
+import http.server, sys
+class Busy(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        self.send_response(503)
+        self.send_header('Content-Length', '4')
+        self.end_headers()
+        self.wfile.write(b'busy')
+    def log_message(self, *args):
+        pass
+srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Busy)
+open(sys.argv[3], 'w').write('ready')
+srv.serve_forever()
+'''
+
+
+def test_a_503_counts_by_status_and_fails_the_run(netpair):
+    pair = netpair.up(sources=1)
+    ready = os.path.join(pair.workdir, 'busy.ready')
+    pair.spawn(pair.srv, [sys.executable, '-c', BUSY_SERVER, SERVER_ADDR, '10000', ready])
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        assert time.monotonic() < deadline, 'the HTTP server did not start'
+        time.sleep(0.1)
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 pair.sources[0], '--connections', '40', '--hold', '1',
+                                 '--protocol', 'http', '--http-path', '/x']).finish()
+    assert code == 1
+    proto = summary['protocol']
+    assert proto['responses_by_status'] == {'503': 40} and proto['responses_by_class'] == {'5xx': 40}
+    assert proto['errors'] == {'http_503': 40}
+
+
+def test_no_answer_in_time_counts_against_the_tolerance(netpair):
+    pair = netpair.up(sources=1)
+    # the tcp server half does not speak HTTP: nothing comes back, within --timeout
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv.wait_ready()
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 pair.sources[0], '--connections', '100', '--hold', '1',
+                                 '--timeout', '1', '--protocol', 'http',
+                                 '--hold-tolerance', '0.5']).finish()
+    assert code == 1
+    assert summary['protocol']['errors'] == {'no_answer': 100}
+    assert summary['hold']['held_ok'] is True       # the connections themselves were held

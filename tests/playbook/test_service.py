@@ -1,0 +1,179 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""site.yml against a service the testbed did not deploy: Debian's nginx-light.
+
+In order, on this host (root), under the heavy-run lock like test_site.py:
+bad service input fails before any change (an endpoint without a port, port
+0 and 65536, a name that does not resolve, client_protocol bogus); 30,000
+HTTP keep-alive connections through site.yml on the one-box default to an
+nginx this test starts (2 workers, worker_rlimit_nofile under the 20,000
+hard limit here), verified on nginx's side by sock_diag in the host's own
+namespace, with the 200s counted; an nginx that closes idle connections
+(client_header_timeout) makes the run fail with the drops in the report;
+teardown leaves the host as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from test_site import LOCK, differences, ours_present, playbook  # noqa: F401 pylint: disable=unused-import
+from test_site import pristine  # noqa: F401 pylint: disable=unused-import
+
+NGINX = shutil.which('nginx') or '/usr/sbin/nginx'
+SERVER_ADDR = '10.240.0.1'       # the host's end of the veth pair (topology_netns_server_cidr)
+PORT = 8080
+TARGET = 30000
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason='needs root (namespaces, sysctls)'),
+    pytest.mark.skipif(not os.path.exists(NGINX), reason='needs nginx (scripts/setup.sh installs nginx-light)'),
+]
+
+CONFIG = '''
+user root;                      # the pages are in a 0700 pytest directory
+worker_processes 2;
+worker_rlimit_nofile 19000;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+daemon off;
+events {{ worker_connections 18500; }}
+http {{
+    access_log off;
+    keepalive_timeout 600s;
+    keepalive_requests 1000000;
+    client_header_timeout {header_timeout};
+    server {{
+        listen {port} reuseport backlog=65535;
+        root {dir}/www;
+        location / {{ index index.html; }}
+    }}
+}}
+'''
+
+
+class Nginx(object):
+    """nginx started in the foreground from a temporary directory, stopped with SIGQUIT."""
+
+    def __init__(self, directory, header_timeout='60s'):
+        self.dir = str(directory)
+        os.makedirs(os.path.join(self.dir, 'www'), exist_ok=True)
+        with open(os.path.join(self.dir, 'www', 'index.html'), 'w') as f:
+            f.write('scalelab\n')
+        self.conf = os.path.join(self.dir, 'nginx.conf')
+        with open(self.conf, 'w') as f:
+            f.write(CONFIG.format(dir=self.dir, port=PORT, header_timeout=header_timeout))
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([NGINX, '-p', self.dir, '-c', self.conf, '-e', os.path.join(self.dir, 'error.log')],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = subprocess.run(['ss', '-Htln', 'sport', '= :%d' % PORT], stdout=subprocess.PIPE,
+                                 check=False).stdout
+            if out.strip():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError('nginx did not start: %s' % self.proc.stderr.read().decode())
+            time.sleep(0.1)
+        raise RuntimeError('nginx does not listen on %d' % PORT)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    server = Nginx(tmp_path / 'nginx')
+    yield server
+    server.stop()
+
+
+def report(state):
+    with open(os.path.join(state['reports'], 'latest', 'report.json')) as f:
+        return json.load(f)
+
+
+def run_site(state, *extra):
+    args = ['site.yml', '-e', 'testbed_connections=%d' % TARGET, '-e', 'client_hold=3',
+            '-e', '{"testbed_service_endpoints": ["%s:%d"]}' % (SERVER_ADDR, PORT)]
+    for e in extra:
+        args += ['-e', e]
+    return playbook(args, state['reports'])
+
+
+def test_bad_endpoints_fail_before_any_change(pristine):
+    # every problem of the list in one message
+    bad = ['10.240.0.1', '10.240.0.1:0', '10.240.0.1:65536', 'no-such-host.invalid:8080']
+    rc, out = playbook(['site.yml', '-e', json.dumps({'testbed_service_endpoints': bad})],
+                       pristine['reports'])
+    assert rc != 0
+    for message in ("testbed_service_endpoints[0]: '10.240.0.1' has no port",
+                    "testbed_service_endpoints[1]: '10.240.0.1:0': the port must be a number from 1",
+                    "testbed_service_endpoints[2]: '10.240.0.1:65536': the port must be a number",
+                    "testbed_service_endpoints[3]: the name 'no-such-host.invalid' does not resolve"):
+        assert message in out
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == [] and ours_present() == []
+
+
+def test_a_bogus_protocol_fails_in_validation(pristine):
+    rc, out = run_site(pristine, 'client_protocol=bogus')
+    assert rc != 0
+    assert 'client_protocol' in out and 'bogus' in out
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == [] and ours_present() == []
+
+
+def test_http_keepalive_to_nginx_is_verified_on_nginx_side(pristine, nginx):
+    nginx.start()
+    rc, out = run_site(pristine, 'client_protocol=http')
+    assert rc == 0, out[-6000:]
+    r = report(pristine)
+    assert r['verified_ok'], r['reasons']
+    # counted in the host's namespace, on nginx's port: nginx's own sockets
+    assert r['verified_server_side'] >= TARGET and r['verified_end_server_side'] >= TARGET
+    assert r['verified_client_side'] >= TARGET
+    assert r['protocol']['name'] == 'http'
+    assert r['protocol']['responses_by_status'].get('200', 0) >= TARGET
+    assert r['protocol']['errors_total'] == 0
+    assert not os.path.exists('/var/run/netns/tb-server')     # no server half was deployed
+    assert 'http answers by status' in out
+
+
+def test_nginx_closing_held_connections_fails_the_run(pristine, tmp_path):
+    # raw TCP (no request): nginx closes each connection after client_header_timeout
+    server = Nginx(tmp_path / 'closing', header_timeout='6s').start()
+    try:
+        rc, out = run_site(pristine, 'client_hold=10', 'testbed_connections=10000')
+    finally:
+        server.stop()
+    assert rc != 0
+    r = report(pristine)
+    assert not r['verified_ok']
+    assert r['dropped'] > 0 and r['errors'].get('peer_closed', 0) > 0, r['errors']
+    assert any('ended by the peer' in reason or 'lost' in reason for reason in r['reasons']), r['reasons']
+
+
+def test_teardown_puts_the_host_back(pristine):
+    rc, out = playbook(['teardown.yml'], pristine['reports'])
+    assert rc == 0, out[-3000:]
+    assert ours_present() == []
+    addrs = subprocess.run(['ip', '-j', 'address'], check=True, stdout=subprocess.PIPE).stdout.decode()
+    assert SERVER_ADDR not in addrs
+    assert differences(pristine['before']) == []
