@@ -5,7 +5,8 @@
 
 In order, on this host (root), under the heavy-run lock like test_site.py:
 bad service input fails before any change (an endpoint without a port, port
-0 and 65536, a name that does not resolve, client_protocol bogus); 30,000
+0 and 65536, a name that does not resolve, client_protocol bogus, nothing
+listening on the service's port); 30,000
 HTTP keep-alive connections through site.yml on the one-box default to an
 nginx this test starts (2 workers, worker_rlimit_nofile under the 20,000
 hard limit here), verified on nginx's side by sock_diag in the host's own
@@ -136,6 +137,14 @@ def test_a_bogus_protocol_fails_in_validation(pristine):
     rc, out = run_site(pristine, 'client_protocol=bogus')
     assert rc != 0
     assert 'client_protocol' in out and 'bogus' in out
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == [] and ours_present() == []
+
+
+def test_nothing_listening_fails_before_any_change(pristine):
+    rc, out = run_site(pristine, 'client_protocol=http')
+    assert rc != 0
+    assert 'nothing listens on port(s) 8080 on this host' in out
     assert 'PLAY [Provision the testbed]' not in out
     assert differences(pristine['before']) == [] and ours_present() == []
 
