@@ -671,6 +671,19 @@ def preflight(args, host):
             'boot-time established hash')
 
 
+def interrupt_on_sigterm():
+    """SIGTERM interrupts this process (KeyboardInterrupt: the phases tear down)."""
+    main_pid = os.getpid()
+
+    def on_term(_s, _f):
+        # pyroute2 forks helpers (netns creation, sockets in a netns) and SIGTERMs them:
+        # they inherit this handler and must just go away.
+        if os.getpid() != main_pid:
+            os._exit(0)
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
@@ -689,15 +702,7 @@ def main():
     failed = []
     interrupted = False
 
-    main_pid = os.getpid()
-
-    def on_term(_s, _f):
-        # pyroute2 forks helpers (netns creation, sockets in a netns) and SIGTERMs them:
-        # they inherit this handler and must just go away.
-        if os.getpid() != main_pid:
-            os._exit(0)
-        raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()
     try:
         preflight(args, host)
         wait_settled('start', timeout=30)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,13 +55,7 @@ def main():
     args = p.parse_args()
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()
-    main_pid = os.getpid()
-
-    def on_term(_s, _f):
-        if os.getpid() != main_pid:
-            os._exit(0)
-        raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_term)
+    bench.interrupt_on_sigterm()
     out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv),
            'protocols': {}, 'tls': 'not measured: the engine has no TLS yet'}
     try:
