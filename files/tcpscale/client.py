@@ -93,7 +93,7 @@ class ClientWorker(object):
         self.epoll.register(self.wake_r, select.EPOLLIN)
         self.fds = array.array('i')                             # held connections
         self.pos = array.array('i', [0]) * (plan.nofile + 2)    # fd -> index in fds + 1
-        self.inflight = {}                                      # fd -> (g, attempt, started)
+        self.inflight = {}                                      # fd -> (g, attempt, started, dst)
         self.retry_heap = []                                    # (due, g, attempt)
         self.hb_pending = {}                                    # fd -> heartbeat sent at
         self.proto = plan.protocol                              # tcp, http or websocket
@@ -353,6 +353,8 @@ class ClientWorker(object):
             data += bytes(memoryview(self.rbufs[0])[:n])
         r = self.readers.get(fd)
         if r is None:
+            if self.proto != 'websocket':
+                return 0            # nothing asked for: ignored
             # websocket frames: pongs to our pings, pings of the server (answered)
             answer, pongs = proto_mod.ws_answer_pings(data, client=True)
             if answer:
