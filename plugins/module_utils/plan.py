@@ -154,6 +154,13 @@ def _service_endpoints(p, resolve):
             p.errors.append('%s: %s is listed twice' % (field, text))
             continue
         out.append((addr, port))
+    missing = [x for x in versions if out and not any(
+        ipaddress.ip_address(a).version == x for a, _port in out)]
+    if missing:
+        p.errors.append('testbed_service_endpoints has no IPv%d endpoint, but testbed_ip_family %s '
+                        'splits the target over both families. Fix: add an IPv%d endpoint, or set '
+                        'testbed_ip_family to ipv%d' % (missing[0], v.get('testbed_ip_family'),
+                                                        missing[0], 10 - missing[0]))
     if v.get('topology_mode') == 'host':
         p.errors.append('testbed_service_endpoints on a fleet (topology_mode host) is not supported '
                         'yet: the services group and its verification are still to come. Fix: '

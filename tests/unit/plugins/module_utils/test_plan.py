@@ -345,3 +345,10 @@ def test_bad_protocol_variables_name_the_variable(variables, message):
     plan = pl.build(role_defaults(**variables), ['h'], ['h'])
     assert not plan['ok']
     assert any(message in e for e in plan['errors']), plan['errors']
+
+
+def test_dual_stack_needs_a_service_endpoint_of_each_family():
+    plan = service_plan(1000, ['10.240.0.1:8080'], testbed_ip_family='dual')
+    assert not plan['ok']
+    assert any('testbed_service_endpoints has no IPv6 endpoint, but testbed_ip_family dual' in e
+               and 'set testbed_ip_family to ipv4' in e for e in plan['errors']), plan['errors']
