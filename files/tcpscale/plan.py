@@ -30,21 +30,31 @@ SAFE_NETWORKS = [ipaddress.ip_network(n) for n in (
 
 # ----------------------------------------------------------------- options
 
-def parse_addresses(text, field):
-    """The addresses of a comma-separated option (at least one, none twice)."""
+def parse_list(text, field, parse_one, what):
+    """The items of a comma-separated option, each through parse_one (at least one, none twice)."""
     out = []
     for item in [x.strip() for x in str(text).split(',')]:
         if not item:
             continue
         try:
-            out.append(ipplan.address(item))
+            out.append(parse_one(item))
         except ValueError as exc:
             raise Usage('%s: %s' % (field, exc))
     if not out:
-        raise Usage('%s: no address given' % field)
+        raise Usage('%s: no %s given' % (field, what))
     if len(set(out)) != len(out):
-        raise Usage('%s: an address is listed twice' % field)
+        raise Usage('%s: an %s is listed twice' % (field, what))
     return out
+
+
+def parse_addresses(text, field):
+    """The addresses of a comma-separated option (at least one, none twice)."""
+    return parse_list(text, field, ipplan.address, 'address')
+
+
+def _endpoint(item):
+    host, port = ipplan.split_endpoint(item)
+    return ipplan.address(host), port
 
 
 def parse_ports(text, field='--ports'):
@@ -148,20 +158,7 @@ def tuple_at(p, segments):
 def parse_endpoints(text, field='--endpoints'):
     """[(address, port)] of 'ADDR:PORT,[V6]:PORT,...' (addresses only: names are resolved
     before the engine starts)."""
-    out = []
-    for item in [x.strip() for x in str(text).split(',')]:
-        if not item:
-            continue
-        try:
-            host, port = ipplan.split_endpoint(item)
-            out.append((ipplan.address(host), port))
-        except ValueError as exc:
-            raise Usage('%s: %s' % (field, exc))
-    if not out:
-        raise Usage('%s: no endpoint given' % field)
-    if len(set(out)) != len(out):
-        raise Usage('%s: an endpoint is listed twice' % field)
-    return out
+    return parse_list(text, field, _endpoint, 'endpoint')
 
 
 def destinations_of(args):

@@ -62,6 +62,11 @@ def ws_request_parts(path, host, headers=(), subprotocol=''):
     return head, tail
 
 
+def masked(payload, mask):
+    """payload XOR the 4-byte mask (RFC 6455 5.3): masks and unmasks alike."""
+    return bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
 def ws_frame(opcode, payload, mask=None):
     """One final frame; a client masks (mask: 4 bytes), a server does not."""
     n = len(payload)
@@ -75,7 +80,7 @@ def ws_frame(opcode, payload, mask=None):
         head += bytes([bit | 127]) + n.to_bytes(8, 'big')
     if mask:
         head += mask
-        payload = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+        payload = masked(payload, mask)
     return bytes(head) + payload
 
 
@@ -83,8 +88,19 @@ def ws_ping(payload):
     return ws_frame(0x9, payload, os.urandom(4))
 
 
+def header_fields(lines):
+    """{lower-case name: value} (bytes) of the header lines of a head."""
+    fields = {}
+    for line in lines:
+        name, sep, value = line.partition(b':')
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
 def parse_head(buf):
-    """(status, {lower-case name: value}, head length) of a response head, or None if incomplete.
+    """(status, {lower-case name: value} (bytes), head length) of a response head, or None if
+    incomplete.
 
     Raises ValueError when what arrived is not an HTTP/1.x response.
     """
@@ -97,22 +113,17 @@ def parse_head(buf):
     parts = lines[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not parts[1].isdigit():
         raise ValueError('not an HTTP response')
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b':')
-        if sep:
-            headers[name.strip().lower().decode('latin-1')] = value.strip().decode('latin-1')
-    return int(parts[1]), headers, end + 4
+    return int(parts[1]), header_fields(lines[1:]), end + 4
 
 
 def body_length(status, headers):
     """Bytes of body after the head: a number, or -1 for chunked (read to the last chunk)."""
     if status in (101, 204, 304) or 100 <= status < 200:
         return 0
-    if 'chunked' in headers.get('transfer-encoding', '').lower():
+    if b'chunked' in headers.get(b'transfer-encoding', b'').lower():
         return -1
     try:
-        return int(headers.get('content-length', '0'))
+        return int(headers.get(b'content-length', b'0'))
     except ValueError:
         return 0
 
@@ -138,7 +149,7 @@ def ws_frames(buf):
 
 
 class Reader(object):
-    """What one connection waits for: a response head (and body), or a pong.
+    """What one connection waits for: a response head and its body, or the upgrade's 101.
 
     feed(data) returns None while more is needed, else (status or None, error
     kind or None, leftover bytes). Kept only while something is outstanding.
@@ -166,7 +177,7 @@ class Reader(object):
                 return None
             self.status, headers, hlen = head
             if self.accept is not None and self.status == 101:
-                if headers.get('sec-websocket-accept', '').encode('latin-1') != self.accept:
+                if headers.get(b'sec-websocket-accept', b'') != self.accept:
                     return self.status, BAD_ACCEPT, b''
                 return self.status, None, buf[hlen:]
             self.body = body_length(self.status, headers)
@@ -196,15 +207,9 @@ def http_response(body=b'tcpscale\n'):
 
 def ws_handshake_response(request):
     """The 101 answer to an upgrade request, or None when it is not one (400 then)."""
-    head = request.split(b'\r\n\r\n', 1)[0]
-    key = proto = None
-    for line in head.split(b'\r\n')[1:]:
-        name, _sep, value = line.partition(b':')
-        name = name.strip().lower()
-        if name == b'sec-websocket-key':
-            key = value.strip()
-        elif name == b'sec-websocket-protocol':
-            proto = value.split(b',')[0].strip()
+    fields = header_fields(request.split(b'\r\n\r\n', 1)[0].split(b'\r\n')[1:])
+    key = fields.get(b'sec-websocket-key')
+    proto = fields.get(b'sec-websocket-protocol', b'').split(b',')[0].strip()
     if not key:
         return None
     out = (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
@@ -226,6 +231,6 @@ def ws_answer_pings(buf, client=False):
         elif opcode == 0x9:
             payload = buf[start:start + size]
             if mask is not None:
-                payload = bytes(c ^ mask[k & 3] for k, c in enumerate(payload))
+                payload = masked(payload, mask)
             out.append(ws_frame(0xA, payload, os.urandom(4) if client else None))
     return b''.join(out), pongs

@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
 from test_site import LOCK, differences, ours_present, playbook  # noqa: F401 pylint: disable=unused-import
 from test_site import pristine  # noqa: F401 pylint: disable=unused-import
 
@@ -79,9 +80,7 @@ class Nginx(object):
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            out = subprocess.run(['ss', '-Htln', 'sport', '= :%d' % PORT], stdout=subprocess.PIPE,
-                                 check=False).stdout
-            if out.strip():
+            if count_tcp_states(states=['listen'], local_ports=[PORT]).get('listen'):
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError('nginx did not start: %s' % self.proc.stderr.read().decode())
