@@ -5,7 +5,7 @@
 
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
-        [--baseline] [--heartbeat-interval 30] [--keep-going]
+        [--baseline] [--heartbeat-interval 30] [--metrics] [--reference-engine DIR] [--keep-going]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side enough source
@@ -22,7 +22,13 @@ heartbeats and server echo (the cost is the loss of connect rate); with
 one client process per port, blocking connect()/accept(), one socket object
 per connection (what a throw-away script written for the job looks like; the
 development machine's first million was measured with such scripts), at the
-same N.
+same N. With --metrics the engine again with live metrics on (textfile and
+HTTP on both halves, scraped every second as Prometheus would): the cost is
+the loss of connect rate. With --reference-engine DIR, another copy of the
+engine (an older commit: `git worktree add /tmp/ref COMMIT`, then
+/tmp/ref/files/tcpscale) at the same N, to measure what a change costs
+against what came before (for instance the connect-latency histograms, which
+are always on).
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
@@ -36,13 +42,17 @@ import math
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+CREF_SRC = os.path.join(REPO, 'benchmarks', 'cref.c')
 ENGINE = os.path.join(REPO, 'files', 'tcpscale')      # run as: python3 ENGINE server|client ...
 sys.path.insert(0, os.path.join(REPO, '.collections'))
 
@@ -63,6 +73,7 @@ SRV_ADDR = '198.18.0.1'
 NET_PREFIX = 15
 CLI_CIDR = '198.19.0.0/16'          # aliases 198.19.0.1 ...
 PORT_LO = 10000
+METRICS_PORTS = {'server': 19464, 'client': 19465}     # --metrics, on 127.0.0.1
 BASE_PORT_LO = 20000
 BASE_PER_PROC = 19000
 SOMAXCONN = 262144
@@ -301,6 +312,18 @@ def foreign_cpu(before, after, ours):
             'top': dict((k, round(v / hz, 2)) for k, v in top)}
 
 
+def procs_cpu_us(before, after, pids, per):
+    """CPU (user + system) of the given processes between two kernel_state()s, in us per
+    connection, from their own /proc/PID/stat (a process that started in between counts
+    whole)."""
+    hz = float(os.sysconf('SC_CLK_TCK'))
+    ticks = 0
+    for pid in pids:
+        if pid in after['procs']:
+            ticks += after['procs'][pid][1] - before['procs'].get(pid, ('', 0))[1]
+    return round(ticks / hz * 1e6 / per, 1) if per else None
+
+
 def kernel_state():
     m = meminfo()
     return {'slab': m.get('Slab', 0), 'tcp_mem': tcp_mem_bytes(), 'slabinfo': slabinfo(),
@@ -429,11 +452,26 @@ def n_sources_for(n, ports):
     return max(2, int(math.ceil(n / float(ports * 16000))))
 
 
-def run_engine(args, host, heartbeat=None, protocol='tcp'):
-    """One run of both halves at args.connections, with heartbeats and a protocol if given."""
-    label = 'engine-hb' if heartbeat else 'engine'
-    if protocol != 'tcp':
-        label = 'engine-' + protocol
+def scraper(urls, stop, counts):
+    """GET each URL every second until stop is set (what a Prometheus does)."""
+    while not stop.wait(1.0):
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    r.read()
+                counts['ok'] = counts.get('ok', 0) + 1
+            except OSError:
+                counts['failed'] = counts.get('failed', 0) + 1
+
+
+def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine=ENGINE,
+               label=None):
+    """One run of both halves at args.connections, with heartbeats, a protocol, live
+    metrics (textfile + HTTP, scraped every second) if given, by the engine at engine."""
+    if label is None:
+        label = 'engine-hb' if heartbeat else 'engine'
+        if protocol != 'tcp':
+            label = 'engine-' + protocol
     ph = Phase(args, host, label)
     n = args.connections
     ports = args.ports
@@ -445,10 +483,19 @@ def run_engine(args, host, heartbeat=None, protocol='tcp'):
         log('%s: namespaces %s/%s, %d source aliases, child ehash %d'
             % (label, NS_SRV, NS_CLI, len(sources), ehash))
         port_range = '%d-%d' % (PORT_LO, PORT_LO + ports - 1)
-        server_argv = [sys.executable, ENGINE, 'server', '--listen', SRV_ADDR, '--ports',
+        metrics_args = {}
+        if metrics:
+            mdir = ph.path('metrics')
+            os.makedirs(mdir, exist_ok=True)
+            for half in ('server', 'client'):
+                metrics_args[half] = ['--metrics-dir', mdir, '--metrics-listen',
+                                      '127.0.0.1:%d' % METRICS_PORTS[half],
+                                      '--metrics-netns', 'parent']
+        server_argv = [sys.executable, engine, 'server', '--listen', SRV_ADDR, '--ports',
                        port_range, '--backlog', str(SOMAXCONN),
                        '--ready-file', ph.path('ready'), '--status-file', ph.path('sstatus'),
                        '--summary-file', ph.path('ssummary')]
+        server_argv += metrics_args.get('server', [])
         if heartbeat:
             server_argv.append('--echo')
         if protocol != 'tcp':
@@ -462,19 +509,25 @@ def run_engine(args, host, heartbeat=None, protocol='tcp'):
                                  % open(ph.path('server.err')).read()[-2000:])
             time.sleep(0.05)
         before = kernel_state()
-        client_argv = [sys.executable, ENGINE, 'client', '--targets', SRV_ADDR, '--ports',
+        client_argv = [sys.executable, engine, 'client', '--targets', SRV_ADDR, '--ports',
                        port_range, '--sources', ','.join(sources), '--connections', str(n),
                        '--status-file', ph.path('cstatus'), '--summary-file', ph.path('csummary')]
         if heartbeat:
             client_argv += ['--heartbeat-interval', str(heartbeat)]
         if protocol != 'tcp':
             client_argv += ['--protocol', protocol]
+        client_argv += metrics_args.get('client', [])
         result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))
         t_start = time.monotonic()
         client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('client.err'), 'w'), universal_newlines=True)
+        scrapes, stop_scraping = {}, threading.Event()
+        if metrics:
+            threading.Thread(target=scraper, daemon=True, args=(
+                ['http://127.0.0.1:%d/metrics' % METRICS_PORTS[h] for h in ('server', 'client')],
+                stop_scraping, scrapes)).start()
         deadline = t_start + max(300.0, n / 2000.0)
         status = {}
         while True:
@@ -504,6 +557,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp'):
                 sstat = {}
             server_pss = sum(pss(p) for p in sstat.get('pids', []))
             result['server_cpu_at_target'] = sstat.get('cpu')
+            result['cpu_us_per_conn_procs'] = procs_cpu_us(
+                before, at, status.get('pids', []) + sstat.get('pids', []), n)
             result.update({'established_client_sockdiag': cli_count,
                            'established_server_sockdiag': srv_count,
                            'sockdiag_seconds': [cli_t, srv_t],
@@ -518,6 +573,9 @@ def run_engine(args, host, heartbeat=None, protocol='tcp'):
                 h1 = kernel_state()
                 result['heartbeat_hold'] = {'seconds': round(h1['t'] - h0['t'], 2),
                                             'host_cpu': cpu_delta(h0['cpu'], h1['cpu'], 0)}
+        stop_scraping.set()
+        if metrics:
+            result['scrapes'] = dict(scrapes)
         t_stop = time.monotonic()
         terminate(client)
         out = client.stdout.read()
@@ -567,35 +625,54 @@ def run_engine(args, host, heartbeat=None, protocol='tcp'):
     return result
 
 
-def run_baseline(args, host):
-    ph = Phase(args, host, 'baseline')
+def build_cref(workdir):
+    """benchmarks/cref.c built with cc into workdir: (path, None), or (None, why not)."""
+    cc = shutil.which(os.environ.get('CC', 'cc'))
+    if not cc:
+        return None, 'no C compiler (cc) on this host: the C reference is skipped'
+    os.makedirs(workdir, exist_ok=True)
+    out = os.path.join(workdir, 'cref')
+    res = subprocess.run([cc, '-O2', '-Wall', '-o', out, CREF_SRC], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    if res.returncode != 0:
+        return None, 'cc failed on %s: %s' % (CREF_SRC, res.stdout[-1000:])
+    return out, None
+
+
+def run_baseline(args, host, label='baseline', command=None):
+    """The blocking contenders: the naive Python scripts, or (command: the built cref) the
+    C reference; one listener and one client process per port."""
+    if command is None:
+        server_cmd = [sys.executable, '-c', BASELINE_SERVER]
+        client_cmd = [sys.executable, '-c', BASELINE_CLIENT]
+    else:
+        server_cmd, client_cmd = [command, 'server'], [command, 'client']
+    ph = Phase(args, host, label)
     n = args.connections
     nproc = int(math.ceil(n / float(BASE_PER_PROC)))
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
-    result = {'phase': 'baseline', 'processes': 2 * nproc}
+    result = {'phase': label, 'processes': 2 * nproc}
     try:
         create_namespaces(host, 1, ehash)
         counts = [n // nproc + (1 if i < n % nproc else 0) for i in range(nproc)]
         servers = []
         for i in range(nproc):
-            servers.append(ph.spawn(ip_netns_exec(NS_SRV, [
-                sys.executable, '-c', BASELINE_SERVER, SRV_ADDR, str(BASE_PORT_LO + i),
-                str(counts[i])]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                universal_newlines=True))
+            servers.append(ph.spawn(ip_netns_exec(NS_SRV, server_cmd + [
+                SRV_ADDR, str(BASE_PORT_LO + i), str(counts[i])]), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, universal_newlines=True))
         for s in servers:
             if s.stdout.readline().strip() != 'ready':
-                raise BenchError('a baseline listener did not start')
+                raise BenchError('a %s listener did not start' % label)
         clients = []
         for i in range(nproc):
-            clients.append(ph.spawn(ip_netns_exec(NS_CLI, [
-                sys.executable, '-c', BASELINE_CLIENT, SRV_ADDR, str(BASE_PORT_LO + i),
-                str(counts[i])]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                universal_newlines=True))
+            clients.append(ph.spawn(ip_netns_exec(NS_CLI, client_cmd + [
+                SRV_ADDR, str(BASE_PORT_LO + i), str(counts[i])]), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, universal_newlines=True))
         for c in clients:
             if c.stdout.readline().strip() != 'loaded':
-                raise BenchError('a baseline client did not start')
+                raise BenchError('a %s client did not start' % label)
         before = kernel_state()
-        log('baseline: %d listener + %d client processes, blocking calls; go' % (nproc, nproc))
+        log('%s: %d listener + %d client processes, blocking calls; go' % (label, nproc, nproc))
         t0 = time.monotonic()
         for c in clients:
             c.stdin.write('go\n')
@@ -615,22 +692,24 @@ def run_baseline(args, host):
                     done_t.append(float(line[2]))
                     errors += int(line[3])
         if pending:
-            log('baseline: %d client processes did not finish' % len(pending))
+            log('%s: %d client processes did not finish' % (label, len(pending)))
         at = kernel_state()
         seconds = (max(done_t) - t0) if done_t else None
         user = sum(pss(p.pid) for p in servers + clients)
         # ip netns exec execs python, so the Popen pid is the python process
         cli_count, _t1 = count(NS_CLI, remote_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
         srv_count, _t2 = count(NS_SRV, local_ports=[(BASE_PORT_LO, BASE_PORT_LO + nproc - 1)])
-        log('baseline: %d established (sock_diag client %d, server %d) in %s s'
-            % (got, cli_count, srv_count, round(seconds, 2) if seconds else '?'))
+        log('%s: %d established (sock_diag client %d, server %d) in %s s'
+            % (label, got, cli_count, srv_count, round(seconds, 2) if seconds else '?'))
         est = min(cli_count, srv_count)
         result.update({'established': est, 'client_reported': got, 'errors': errors,
                        'seconds_to_target': round(seconds, 3) if seconds else None,
                        'connections_per_s': round(got / seconds, 1) if seconds else None,
                        'user_pss_bytes': user,
                        'user_bytes_per_conn': round(user / float(est), 1) if est else None})
-        result.update(kernel_delta(before, at, est or 1, [p.pid for p in servers + clients]))
+        ours = [p.pid for p in servers + clients]
+        result.update(kernel_delta(before, at, est or 1, ours))
+        result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, ours, n)
         result['ok'] = est >= n
         t_stop = time.monotonic()
         for p in servers + clients:
@@ -643,7 +722,7 @@ def run_baseline(args, host):
         result['teardown_seconds'] = round(time.monotonic() - t_stop, 2)
     finally:
         ph.cleanup()
-    wait_settled('baseline')
+    wait_settled(label)
     return result
 
 
@@ -684,6 +763,43 @@ def interrupt_on_sigterm():
     signal.signal(signal.SIGTERM, on_term)
 
 
+def contenders_table(phases):
+    """Rate, kernel and user bytes and CPU us per connection of engine, baseline and c, and
+    the engine's ratios against each of the others."""
+    rows = {}
+    for name in ('engine', 'baseline', 'c'):
+        ph = phases.get(name) or {}
+        if not ph.get('connections_per_s'):
+            continue
+        rows[name] = {'connections_per_s': ph['connections_per_s'],
+                      'kernel_bytes_per_conn': ph.get('kernel_bytes_per_conn'),
+                      'user_bytes_per_conn': ph.get('user_bytes_per_conn'),
+                      'cpu_us_per_conn': ph.get('cpu_us_per_conn_procs')}
+    lines = ['%-9s %14s %12s %10s %10s' % ('', 'connections/s', 'kernel B', 'user B', 'CPU us')]
+    for name, r in rows.items():
+        lines.append('%-9s %14.0f %12s %10s %10s' % (name, r['connections_per_s'],
+                                                     r['kernel_bytes_per_conn'],
+                                                     r['user_bytes_per_conn'], r['cpu_us_per_conn']))
+    ratios = {}
+    eng = rows.get('engine')
+    for other in ('baseline', 'c'):
+        o = rows.get(other)
+        if not (eng and o):
+            continue
+        ratios[other] = {
+            'rate': round(eng['connections_per_s'] / o['connections_per_s'], 2),
+            'kernel_bytes': round(eng['kernel_bytes_per_conn'] / o['kernel_bytes_per_conn'], 2)
+            if eng['kernel_bytes_per_conn'] and o['kernel_bytes_per_conn'] else None,
+            'user_bytes': round(eng['user_bytes_per_conn'] / o['user_bytes_per_conn'], 2)
+            if eng['user_bytes_per_conn'] and o['user_bytes_per_conn'] else None,
+            'cpu_us': round(eng['cpu_us_per_conn'] / o['cpu_us_per_conn'], 2)
+            if eng['cpu_us_per_conn'] and o['cpu_us_per_conn'] else None}
+        lines.append('engine vs %-8s rate %sx, kernel bytes %sx, user bytes %sx, CPU %sx'
+                     % (other, ratios[other]['rate'], ratios[other]['kernel_bytes'],
+                        ratios[other]['user_bytes'], ratios[other]['cpu_us']))
+    return {'rows': rows, 'engine_vs': ratios, 'lines': lines}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
@@ -691,6 +807,12 @@ def main():
     p.add_argument('--heartbeat-interval', type=float, default=0.0,
                    help='also run the engine with heartbeats every S seconds (and server '
                         'echo) and report the cost')
+    p.add_argument('--metrics', action='store_true',
+                   help='also run the engine with live metrics on (textfile and HTTP, scraped '
+                        'every second) and report the cost')
+    p.add_argument('--reference-engine', metavar='DIR',
+                   help='also run this copy of the engine (DIR/__main__.py, for instance an older '
+                        'commit\'s files/tcpscale) and report the ratio')
     p.add_argument('--keep-going', action='store_true',
                    help='run the remaining phases when one fails (exit 1 at the end)')
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
@@ -710,8 +832,22 @@ def main():
         if args.heartbeat_interval > 0:
             plan.append(('engine_heartbeat',
                          lambda: run_engine(args, host, heartbeat=args.heartbeat_interval)))
+        if args.metrics:
+            plan.append(('engine_metrics',
+                         lambda: run_engine(args, host, metrics=True, label='engine-metrics')))
+        if args.reference_engine:
+            plan.append(('engine_reference',
+                         lambda: run_engine(args, host, engine=os.path.abspath(args.reference_engine),
+                                            label='engine-reference')))
         if args.baseline:
             plan.append(('baseline', lambda: run_baseline(args, host)))
+            cref, why = build_cref(os.path.join('/tmp', 'tbd-bench-cref-%d' % os.getpid()))
+            if cref:
+                log('c: built %s from %s' % (cref, CREF_SRC))
+                plan.append(('c', lambda: run_baseline(args, host, 'c', cref)))
+            else:
+                log('c: %s' % why)
+                phases['c'] = {'phase': 'c', 'ok': None, 'skipped': why}
         for name, fn in plan:
             try:
                 phases[name] = fn()
@@ -756,6 +892,9 @@ def main():
         log('engine vs baseline: %.2fx the rate, %.1fx less user memory, %.2fx less kernel '
             'memory' % (out['ratios_vs_baseline']['rate'], out['ratios_vs_baseline']['user_memory']
                         or 0, out['ratios_vs_baseline']['kernel_memory'] or 0))
+    out['table'] = contenders_table(phases)
+    for line in out['table']['lines']:
+        log(line)
     hb = phases.get('engine_heartbeat')
     if hb and hb.get('connections_per_s') and eng.get('connections_per_s'):
         out['heartbeat_cost_pct'] = round(
@@ -765,6 +904,22 @@ def main():
             % (args.heartbeat_interval, out['heartbeat_cost_pct'],
                (hb.get('heartbeat') or {}).get('rtt_p50_ms'),
                (hb.get('heartbeat') or {}).get('rtt_p99_ms')))
+    met = phases.get('engine_metrics')
+    if met and met.get('connections_per_s') and eng.get('connections_per_s'):
+        out['metrics_cost_pct'] = round(
+            100.0 * (1 - met['connections_per_s'] / eng['connections_per_s']), 1)
+        out['metrics_scrapes'] = met.get('scrapes')
+        log('metrics on (textfile + HTTP scraped every second): %.1f%% of the connect rate '
+            '(%s vs %s connections/s; scrapes %s)'
+            % (out['metrics_cost_pct'], met['connections_per_s'], eng['connections_per_s'],
+               met.get('scrapes')))
+    ref = phases.get('engine_reference')
+    if ref and ref.get('connections_per_s') and eng.get('connections_per_s'):
+        out['ratio_vs_reference_engine'] = round(
+            eng['connections_per_s'] / ref['connections_per_s'], 3)
+        log('this engine vs the reference engine (%s): %.3fx the rate (%s vs %s connections/s)'
+            % (args.reference_engine, out['ratio_vs_reference_engine'], eng['connections_per_s'],
+               ref['connections_per_s']))
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     sys.stdout.flush()
     return 1 if failed or interrupted else 0

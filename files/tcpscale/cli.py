@@ -41,6 +41,17 @@ def add_server(sub):
     s.add_argument('--duration', type=float, default=0.0,
                    help='seconds to run once ready (0: until SIGTERM)')
     s.add_argument('--progress-interval', type=float, default=1.0, help='seconds')
+    add_metrics(s, 'server')
+
+
+def add_metrics(p, half):
+    p.add_argument('--metrics-dir', help='directory to write tcpscale_%s.prom into every '
+                   'progress interval (node_exporter textfile collector)' % half)
+    p.add_argument('--metrics-listen', metavar='ADDR:PORT', help='serve the metrics over '
+                   'HTTP at http://ADDR:PORT/metrics (off unless given)')
+    p.add_argument('--metrics-netns', metavar='PATH', help='network namespace to open the '
+                   '--metrics-listen socket in: a file like /run/netns/NAME, or "parent", the '
+                   'namespace of the parent process (the one that ran ip netns exec)')
 
 
 def add_client_targets(c):
@@ -96,6 +107,7 @@ def add_client(sub):
     c.add_argument('--summary-file', help='final JSON summary (also the last stdout line)')
     c.add_argument('--status-file', help='JSON status, rewritten every progress interval')
     c.add_argument('--progress-interval', type=float, default=1.0, help='seconds')
+    add_metrics(c, 'client')
 
 
 CONTROL_HELP = {

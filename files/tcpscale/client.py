@@ -15,6 +15,7 @@ destinations x ports, so every tuple carries the same share.
 import array
 import errno
 import heapq
+import math
 import os
 import random
 import select
@@ -25,13 +26,15 @@ import time
 from . import VERSION
 from . import protocol as proto_mod
 from .plan import RESERVE_FDS, ClientPlan, tuple_at
-from .shm import (ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE, F_CPU_SYS_US,
-                  F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED, F_EST, F_FAILED, F_HB_RECV,
-                  F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER, F_PEAK, F_PID, F_QUOTA, F_RATE,
-                  F_REQ_SENT, F_RESP_RECV, F_STATE, F_STOP, F_TOTAL, HIST_BASE, PEER_CLOSED,
-                  PEER_RESET, SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED,
-                  ST_STARTING, TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge,
-                  hist_percentile, publish_cpu, publish_statuses, status_counts)
+from .metrics import Exporter, Exposition
+from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE,
+                  F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
+                  F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
+                  F_PEAK, F_PID, F_QUOTA, F_RATE, F_REQ_SENT, F_RESP_RECV, F_RTT_SUM_US, F_STATE,
+                  F_STOP, F_TOTAL, HIST_BASE, HIST_PER_E, HIST_SLOTS, PEER_CLOSED, PEER_RESET,
+                  SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED, ST_STARTING,
+                  TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge, hist_summary,
+                  publish_cpu, publish_statuses, status_counts)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
                      IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
@@ -84,6 +87,8 @@ class ClientWorker(object):
         self.b = b = slot * SLOT_WORDS
         self.err_base = b + ERR_BASE
         self.hist_base = b + HIST_BASE
+        self.rtt_sum = b + F_RTT_SUM_US
+        self.conn_hist = b + CONNECT_HIST_BASE
         self.quota = quota
         self.notify_w = notify_w
         self.q[b + F_PID] = os.getpid()
@@ -193,6 +198,7 @@ class ClientWorker(object):
         freebind = self.freebind
         einprogress = errno.EINPROGRESS
         register = self.epoll.register
+        monotonic = time.monotonic
         conn_mask = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
         inflight = self.inflight
         fail = self.fail
@@ -215,13 +221,14 @@ class ClientWorker(object):
                 if freebind:
                     s.setsockopt(sol_ip, IP_FREEBIND, 1)
                 s.bind((src, 0))
+                t = monotonic()
                 err = s.connect_ex(dst)
             except OSError as exc:
                 err = exc.errno or 0
             if err == einprogress or err == 0:
                 fd = s.detach()
                 register(fd, conn_mask)
-                inflight[fd] = (g, attempt, now, dst)
+                inflight[fd] = (g, attempt, t, dst)
             else:
                 s.close()
                 fail(g, attempt, err, now)
@@ -272,7 +279,9 @@ class ClientWorker(object):
         readv = os.readv
         rbufs = self.rbufs
         hb_pending_pop = self.hb_pending.pop
-        q, hist_base = self.q, self.hist_base
+        q, hist_base, rtt_sum = self.q, self.hist_base, self.rtt_sum
+        conn_hist, log, last_bucket = self.conn_hist, math.log, HIST_SLOTS - 1
+        lat_us = 0.0
         est = self.est
         opened = 0
         hb_recv = 0
@@ -286,6 +295,11 @@ class ClientWorker(object):
                     fds_append(fd)
                     pos[fd] = len(fds)
                     opened += 1
+                    # connect latency, inline (hist_index): the log-bucketed histogram
+                    us = (now - st[2]) * 1e6
+                    lat_us += us
+                    i = int(log(us + 1.0) * HIST_PER_E) if us > 0 else 0
+                    q[conn_hist + (i if i < last_bucket else last_bucket)] += 1
                     if speaks:
                         self.greet(fd, st[3], now)
                 continue
@@ -310,7 +324,9 @@ class ClientWorker(object):
                 t = hb_pending_pop(fd, None)
                 if t is not None:
                     hb_recv += 1
-                    hist_add(q, hist_base, now - t)
+                    hist_add(q, hist_base, now - t, rtt_sum)
+        if opened:
+            q[self.b + F_CONNECT_SUM_US] += int(lat_us)
         est += opened
         self.est = est
         self.total += opened
@@ -364,7 +380,7 @@ class ClientWorker(object):
                     pass
             t = self.hb_pending.pop(fd, None) if pongs else None
             if t is not None:
-                hist_add(self.q, self.hist_base, now - t)
+                hist_add(self.q, self.hist_base, now - t, self.rtt_sum)
                 return 1
             return 0
         res = r.feed(data)
@@ -382,7 +398,7 @@ class ClientWorker(object):
         elif err == proto_mod.BAD_ACCEPT:
             self.bad_accept += 1
         if r.heartbeat:
-            hist_add(self.q, self.hist_base, now - r.sent)
+            hist_add(self.q, self.hist_base, now - r.sent, self.rtt_sum)
             return 1
         return 0
 
@@ -521,6 +537,7 @@ class ClientWorker(object):
                 and not self.greeting:
             self.done = True
             q[b + F_DONE_NS] = time.monotonic_ns()
+            publish_cpu(q, b)           # the CPU of the ramp, complete (not 0.5 s old)
             q[b + F_STATE] = ST_HOLDING if self.est >= self.quota else ST_SETTLED
             try:
                 os.write(self.notify_w, b'c')
@@ -528,6 +545,7 @@ class ClientWorker(object):
                 pass
         elif self.est >= self.quota and q[b + F_DONE_NS] == 0:
             q[b + F_DONE_NS] = time.monotonic_ns()
+            publish_cpu(q, b)
 
     def close_all(self):
         """The end: close in-flight handshakes, reset held connections."""
@@ -554,10 +572,15 @@ class ClientRun(object):
     during the hold than --hold-tolerance allows makes the exit status non-zero.
     """
 
-    def __init__(self, args, plan):
+    def __init__(self, args, plan, exporter=None):
         self.args = args
         self.plan = plan
         self.sup = Supervisor(args, 'client')
+        self.exporter = exporter
+        if exporter is not None:
+            self.sup.export_to(exporter)
+        self.errors_timeline = []       # [t, {kind: count}] when the counts changed
+        self.last_errors = {}
         self.shm = Shm(plan.workers)
         self.q, self.d = self.shm.q, self.shm.d
         self.started = 0
@@ -698,8 +721,8 @@ class ClientRun(object):
         self.dropped_seen = self.at_target['dropped']
         log('target %d reached in %.2f s (%.0f connections/s)'
             % (plan.target, self.t_reached, plan.target / max(self.t_reached, 1e-9)))
-        self.sup.timeline.append([self.t_reached, est, self.at_target['pss'],
-                                  self.at_target['kernel'], self.at_target['dropped']])
+        self.sample(self.t_reached, est, self.at_target['pss'], self.at_target['kernel'],
+                    self.at_target['dropped'])
         if self.args.hold > 0:
             self.hold_until = now + self.args.hold
 
@@ -726,10 +749,11 @@ class ClientRun(object):
         kb = sup.kernel_bytes()
         t = round(now - self.t0, 3)
         dropped = self.total_of(F_DROPPED)
-        sup.timeline.append([t, est, pss, kb, dropped])
+        errs = self.sample(t, est, pss, kb, dropped)
         rate = (est - self.last_tick[0]) / max(1e-9, now - self.last_tick[1])
         self.last_tick = (est, now)
-        errs = self.errors_total()
+        if self.exporter is not None:
+            self.exporter.publish(self.metrics(est, pss, kb, errs))
         log('[%7.1fs] established %d/%d (%.1f%%) rate %.0f/s in-flight %d workers %d/%d '
             'user %.1f MB kernel %.1f MB%s%s%s'
             % (t, est, plan.target, 100.0 * est / plan.target, rate,
@@ -744,6 +768,58 @@ class ClientRun(object):
         self.next_tick += self.args.progress_interval
         if self.next_tick < now:
             self.next_tick = now + self.args.progress_interval
+
+    def sample(self, t, est, pss, kb, dropped):
+        """A timeline row (TIMELINE_COLUMNS) and, when the error counts changed, an
+        errors_timeline row. Returns the error counts."""
+        errs = self.errors_total()
+        self.sup.timeline.append([t, est, pss, kb, dropped, self.total_of(F_TOTAL),
+                                  sum(errs.values())])
+        if errs != self.last_errors:
+            self.errors_timeline.append([t, errs])
+            self.last_errors = errs
+        return errs
+
+    def metrics(self, est, pss, kb, errs, running=True):
+        """The Prometheus exposition of this half now (metrics.py)."""
+        plan, q, sup = self.plan, self.q, self.sup
+        slots = range(self.started)
+        m = Exposition('tcpscale_client_')
+        m.add('info', 'gauge', 'The engine version and the protocol, as labels.',
+              samples=[({'version': VERSION, 'protocol': plan.protocol}, 1)])
+        m.add('running', 'gauge', '1 while the client half runs, 0 once it stopped.',
+              1 if running else 0)
+        m.add('start_time_seconds', 'gauge', 'When the half started (Unix time).',
+              round(sup.started_at, 3))
+        m.add('target', 'gauge', 'Connections this client is to open and hold.', plan.target)
+        m.add('established', 'gauge', 'Connections established and held now.', est)
+        m.add('connecting', 'gauge', 'Handshakes in flight.', self.total_of(F_INFLIGHT))
+        m.add('reached', 'gauge', '1 once the target was reached.', 1 if self.reached else 0)
+        m.add('connects_total', 'counter', 'Connections established since the start.',
+              self.total_of(F_TOTAL))
+        m.add('connect_attempts_total', 'counter', 'connect() calls, retries included.',
+              self.total_of(F_ATTEMPTS))
+        m.add('errors_total', 'counter', 'Errors by kind: connect errno, peer_closed and '
+              'peer_reset (held connections ended by the peer), protocol errors.',
+              samples=[({'kind': k}, v) for k, v in sorted(errs.items())])
+        if plan.protocol != 'tcp':
+            m.add('responses_total', 'counter', 'Answers read, by HTTP status code.',
+                  samples=[({'code': str(c)}, n)
+                           for c, n in sorted(status_counts(q, slots).items())])
+        m.histogram('connect_latency_seconds', 'Time from connect() to established.',
+                    hist_merge(q, slots, CONNECT_HIST_BASE), self.total_of(F_CONNECT_SUM_US))
+        m.histogram('heartbeat_rtt_seconds', 'Round-trip time of the heartbeats.',
+                    hist_merge(q, slots, HIST_BASE), self.total_of(F_RTT_SUM_US))
+        m.add('heartbeats_sent_total', 'counter', 'Heartbeats sent.', self.total_of(F_HB_SENT))
+        m.add('user_memory_bytes', 'gauge', 'PSS of the half\'s processes.', pss)
+        m.add('kernel_memory_bytes', 'gauge', 'Growth of slab and TCP memory on the host '
+              'since the half started.', kb)
+        m.add('workers', 'gauge', 'Worker processes started.', self.started)
+        m.add('workers_lost_total', 'counter', 'Workers that died unexpectedly.', len(sup.lost))
+        m.add('cpu_seconds_total', 'counter', 'CPU time of the workers.',
+              samples=[({'mode': 'user'}, round(self.total_of(F_CPU_USER_US) / 1e6, 6)),
+                       ({'mode': 'system'}, round(self.total_of(F_CPU_SYS_US) / 1e6, 6))])
+        return m.text()
 
     def log_drops(self, dropped, est):
         drops = self.drops()
@@ -810,8 +886,8 @@ class ClientRun(object):
                  'kernel': sup.kernel_bytes(), 'dropped': self.total_of(F_DROPPED)}
         self.peak_total = max(self.peak_total, final['established'])
         t_stop = time.monotonic()
-        sup.timeline.append([round(t_stop - self.t0, 3), final['established'], final['pss'],
-                             final['kernel'], final['dropped']])
+        errs = self.sample(round(t_stop - self.t0, 3), final['established'], final['pss'],
+                           final['kernel'], final['dropped'])
         log('stopping (%s): closing %d connections' % (self.stop_reason, final['established']))
         sup.stop_children(list(sup.children), grace=60.0)
         sup.reap(self.on_lost)
@@ -824,6 +900,9 @@ class ClientRun(object):
                 write_json_atomic(self.args.status_file, st)
             except OSError:
                 pass
+        if self.exporter is not None:
+            self.exporter.publish(self.metrics(0, 0, 0, errs, running=False))
+            self.exporter.close()
         finish(summary, self.args.summary_file)
         self.log_verdict(summary)
         return summary['exit_code']
@@ -837,13 +916,17 @@ class ClientRun(object):
                 rates.append((b[1] - a[1]) / (b[0] - a[0]))
         return sorted(rates)
 
+    def histogram(self, base, sum_field):
+        """A histogram of the workers (hist_summary), base: HIST_BASE or CONNECT_HIST_BASE."""
+        return hist_summary(hist_merge(self.q, range(self.started), base),
+                            self.total_of(sum_field))
+
     def heartbeat_summary(self):
-        hist = hist_merge(self.q, range(self.started))
+        rtt = self.histogram(HIST_BASE, F_RTT_SUM_US)
         args = self.args
         return {'interval_s': args.heartbeat_interval or None, 'size': args.heartbeat_size,
                 'sent': self.total_of(F_HB_SENT), 'received': self.total_of(F_HB_RECV),
-                'rtt_p50_ms': hist_percentile(hist, 0.50),
-                'rtt_p99_ms': hist_percentile(hist, 0.99)}
+                'rtt_p50_ms': rtt['p50_ms'], 'rtt_p99_ms': rtt['p99_ms'], 'rtt': rtt}
 
     def hold_verdict(self, final, t_stop):
         """The hold: how long, what was lost, and whether that is within the tolerance."""
@@ -900,6 +983,7 @@ class ClientRun(object):
             'failed_connections': self.total_of(F_FAILED),
             'dropped': self.total_of(F_DROPPED), 'drops': self.drops(),
             'hold': hold, 'errors': self.errors_total(), 'heartbeat': self.heartbeat_summary(),
+            'connect_latency': self.histogram(CONNECT_HIST_BASE, F_CONNECT_SUM_US),
             'user_pss_bytes': basis['pss'], 'kernel_bytes': basis['kernel'],
             'user_bytes_per_conn': per_conn(basis['pss']),
             'kernel_bytes_per_conn': per_conn(basis['kernel']),
@@ -920,6 +1004,7 @@ class ClientRun(object):
             'cpu_at_stop': cpu_at_stop, 'cpu_final': self.cpu_totals(),
             'timeline': sup.timeline,
             'timeline_columns': TIMELINE_COLUMNS,
+            'errors_timeline': self.errors_timeline,
         }
 
     def log_verdict(self, summary):
@@ -966,5 +1051,13 @@ def client_main(args):
     except Usage as exc:
         log('error: %s' % exc)
         return EXIT_USAGE
+    exporter = None
+    if args.metrics_dir or args.metrics_listen:
+        try:
+            exporter = Exporter('client', args.metrics_dir, args.metrics_listen,
+                                args.metrics_netns)
+        except Usage as exc:
+            log('error: %s' % exc)
+            return EXIT_USAGE
     set_name('tcpscale-client')
-    return ClientRun(args, plan).run()
+    return ClientRun(args, plan, exporter).run()

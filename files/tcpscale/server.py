@@ -23,6 +23,7 @@ import time
 
 from . import VERSION
 from . import protocol
+from .metrics import Exporter, Exposition
 from .plan import RESERVE_FDS, ServerPlan
 from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECHO_BYTES,
                   F_ERR_INDEX, F_ERRNO, F_EST, F_LANE, F_LISTEN, F_LOST_HELD, F_LOST_NS,
@@ -492,10 +493,13 @@ class ServerRun(object):
     and the loss is reported (status file, summary, exit status 3 at the end).
     """
 
-    def __init__(self, args, plan):
+    def __init__(self, args, plan, exporter=None):
         self.args = args
         self.plan = plan
         self.sup = Supervisor(args, 'server')
+        self.exporter = exporter
+        if exporter is not None:
+            self.sup.export_to(exporter)
         nslots = plan.groups + plan.groups * plan.holders_per_group
         self.shm = Shm(nslots, extra_u32=plan.groups * plan.holders_per_group * plan.group_size)
         self.q = self.shm.q
@@ -627,7 +631,11 @@ class ServerRun(object):
         kbytes = sup.kernel_bytes()
         t = round(now - self.t0, 3)
         closed = self.field_sum(F_DROPPED)
-        sup.timeline.append([t, held, pss, kbytes, closed])
+        errs = self.errors()
+        sup.timeline.append([t, held, pss, kbytes, closed, self.field_sum(F_TOTAL),
+                             sum(errs.values())])
+        if self.exporter is not None:
+            self.exporter.publish(self.metrics(held, pss, kbytes, errs))
         rate = (held - self.last[0]) / max(1e-9, now - self.last[1])
         self.last = (held, now)
         log('[%7.1fs] held %d rate %+.0f/s holders %d listening %d user %.1f MB kernel %.1f MB%s%s'
@@ -642,6 +650,37 @@ class ServerRun(object):
         self.next_tick += self.args.progress_interval
         if self.next_tick < now:
             self.next_tick = now + self.args.progress_interval
+
+    def metrics(self, held, pss, kbytes, errs, running=True):
+        """The Prometheus exposition of this half now (metrics.py)."""
+        plan, sup = self.plan, self.sup
+        m = Exposition('tcpscale_server_')
+        m.add('info', 'gauge', 'The engine version and the protocol, as labels.',
+              samples=[({'version': VERSION, 'protocol': self.args.protocol}, 1)])
+        m.add('running', 'gauge', '1 while the server half runs, 0 once it stopped.',
+              1 if running else 0)
+        m.add('start_time_seconds', 'gauge', 'When the half started (Unix time).',
+              round(sup.started_at, 3))
+        m.add('held', 'gauge', 'Connections accepted and held now.', held)
+        m.add('accepted_total', 'counter', 'Connections accepted since the start.',
+              self.field_sum(F_TOTAL))
+        m.add('closed_total', 'counter', 'Held connections the clients ended.',
+              self.field_sum(F_DROPPED))
+        m.add('endpoints', 'gauge', 'Endpoints (address x port) to listen on.', plan.endpoints)
+        m.add('listening_endpoints', 'gauge', 'Endpoints listening now.', self.listening())
+        m.add('ready', 'gauge', '1 once every endpoint listens.', 1 if self.ready else 0)
+        m.add('errors_total', 'counter', 'accept() errors by errno.',
+              samples=[({'kind': k}, v) for k, v in sorted(errs.items())])
+        m.add('user_memory_bytes', 'gauge', 'PSS of the half\'s processes.', pss)
+        m.add('kernel_memory_bytes', 'gauge', 'Growth of slab and TCP memory on the host '
+              'since the half started.', kbytes)
+        m.add('workers', 'gauge', 'Holder processes.', len(list(self.holder_slots())))
+        m.add('workers_lost_total', 'counter', 'Holders or keepers that died unexpectedly.',
+              len(sup.lost))
+        m.add('cpu_seconds_total', 'counter', 'CPU time of the holders.',
+              samples=[({'mode': 'user'}, round(self.field_sum(F_CPU_USER_US) / 1e6, 6)),
+                       ({'mode': 'system'}, round(self.field_sum(F_CPU_SYS_US) / 1e6, 6))])
+        return m.text()
 
     def stop_condition(self, now):
         """Why the half stops now (and with which exit code), or None."""
@@ -694,8 +733,9 @@ class ServerRun(object):
         final.update(user_pss_bytes=pss, kernel_bytes=kbytes,
                      user_bytes_per_conn=round(pss / float(held), 1) if held else None,
                      kernel_bytes_per_conn=round(kbytes / float(held), 1) if held else None)
+        errs = self.errors()
         sup.timeline.append([round(time.monotonic() - self.t0, 3), held, pss, kbytes,
-                             final['closed_total']])
+                             final['closed_total'], final['accepted_total'], sum(errs.values())])
         log('stopping (%s): closing %d connections' % (self.stop_reason, held))
         t_stop = time.monotonic()
         sup.stop_children(list(sup.children), grace=90.0)
@@ -710,6 +750,9 @@ class ServerRun(object):
                 write_json_atomic(self.args.status_file, final)
             except OSError:
                 pass
+        if self.exporter is not None:
+            self.exporter.publish(self.metrics(0, 0, 0, errs, running=False))
+            self.exporter.close()
         finish(final, self.args.summary_file)
         if self.code == EXIT_LOST:
             sup.log_lost()
@@ -733,5 +776,13 @@ def server_main(args):
     if plan.somaxconn < plan.backlog:
         log('note: net.core.somaxconn is %d, the listen backlog %d is capped to it'
             % (plan.somaxconn, plan.backlog))
+    exporter = None
+    if args.metrics_dir or args.metrics_listen:
+        try:
+            exporter = Exporter('server', args.metrics_dir, args.metrics_listen,
+                                args.metrics_netns)
+        except Usage as exc:
+            log('error: %s' % exc)
+            return EXIT_USAGE
     set_name('tcpscale-server')
-    return ServerRun(args, plan).run()
+    return ServerRun(args, plan, exporter).run()

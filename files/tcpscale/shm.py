@@ -5,8 +5,8 @@
 
 A slot is SLOT_WORDS int64 words (the same memory also read as float64); a
 worker writes its own slot, the supervisor (or a keeper) reads them all.
-The field numbers, the worker states and the RTT histogram are defined
-here, once, for both halves.
+The field numbers, the worker states and the two histograms (connect
+latency, heartbeat RTT) are defined here, once, for both halves.
 """
 
 import errno
@@ -16,7 +16,7 @@ import os
 
 PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
 
-SLOT_WORDS = 1024
+SLOT_WORDS = 2048
 F_PID, F_STATE, F_EST, F_TOTAL, F_ATTEMPTS, F_FAILED, F_INFLIGHT, F_DROPPED = range(8)
 F_DONE_NS, F_QUOTA, F_HB_SENT, F_HB_RECV, F_RATE, F_INFL_CAP, F_STOP, F_PEAK = range(8, 16)
 F_LISTEN, F_WANT, F_LANE, F_CAP, F_NHOLDERS = range(16, 21)
@@ -30,10 +30,16 @@ F_DROP_RST, F_LOST_STATUS, F_LOST_NS, F_LOST_HELD = range(29, 33)
 # answers that were not HTTP, upgrades with a wrong Sec-WebSocket-Accept, first
 # requests not answered within the connect timeout.
 F_REQ_SENT, F_RESP_RECV, F_BAD_RESPONSE, F_BAD_ACCEPT, F_NO_ANSWER = range(33, 38)
+# The sums (us) of the samples in the two histograms (Prometheus wants _sum).
+F_RTT_SUM_US, F_CONNECT_SUM_US = range(38, 40)
 ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
 HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
 HIST_PER_E = 20
 STATUS_BASE, STATUS_PAIRS = 832, 32    # responses by HTTP status: (code, count) pairs
+# Connect latency (connect() to established, as the worker saw it), the same buckets:
+# bucket i holds samples of exp(i / HIST_PER_E) - 1 .. exp((i + 1) / HIST_PER_E) - 1 us,
+# so each bucket is 5% wide; the last one takes everything above ~140 s.
+CONNECT_HIST_BASE = 1024
 
 ST_EMPTY, ST_STARTING, ST_ACTIVE, ST_HOLDING, ST_SETTLED, ST_EXITED, ST_FAILED, ST_LOST = range(8)
 STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'failed', 'lost')
@@ -41,7 +47,10 @@ STATE_NAMES = ('empty', 'starting', 'active', 'holding', 'settled', 'exited', 'f
 PEER_CLOSED, PEER_RESET = 'peer_closed', 'peer_reset'
 # Columns of the timeline rows of both halves (dropped: cumulative count of
 # connections the peer ended; the server counts the ones clients closed).
-TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped']
+# opened: cumulative connections established (client) or accepted (server), so
+# the rate over time; errors: cumulative errors of every kind.
+TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped',
+                    'opened', 'errors']
 
 
 class Shm(object):
@@ -113,27 +122,38 @@ def publish_cpu(q, b):
     q[b + F_CPU_SYS_US] = int(t[1] * 1e6)
 
 
-def hist_add(q, base, seconds):
+def hist_index(seconds):
+    """The bucket of a sample of this many seconds."""
     us = seconds * 1e6
     idx = int(math.log(us + 1.0) * HIST_PER_E) if us > 0 else 0
-    if idx >= HIST_SLOTS:
-        idx = HIST_SLOTS - 1
-    q[base + idx] += 1
+    return idx if idx < HIST_SLOTS else HIST_SLOTS - 1
 
 
-def hist_merge(q, slots):
-    """The RTT histograms of the given slots, added up."""
+def hist_add(q, base, seconds, sum_at):
+    """One sample into the histogram at base; its us added to the word at sum_at."""
+    q[base + hist_index(seconds)] += 1
+    q[sum_at] += int(seconds * 1e6)
+
+
+def hist_merge(q, slots, base=HIST_BASE):
+    """The histograms at base (default: RTT) of the given slots, added up."""
     hist = [0] * HIST_SLOTS
     for s in slots:
-        base = s * SLOT_WORDS + HIST_BASE
+        b = s * SLOT_WORDS + base
         for j in range(HIST_SLOTS):
-            v = q[base + j]
+            v = q[b + j]
             if v:
                 hist[j] += v
     return hist
 
 
+def bucket_upper_s(idx):
+    """The upper edge of bucket idx, in seconds."""
+    return (math.exp((idx + 1.0) / HIST_PER_E) - 1.0) / 1e6
+
+
 def hist_percentile(hist, fraction):
+    """The fraction-quantile in milliseconds (the middle of its bucket), or None."""
     total = sum(hist)
     if not total:
         return None
@@ -142,6 +162,22 @@ def hist_percentile(hist, fraction):
     for idx, n in enumerate(hist):
         run += n
         if run >= want:
-            # middle of the bucket, in milliseconds
             return round((math.exp((idx + 0.5) / HIST_PER_E) - 1.0) / 1000.0, 3)
     return None
+
+
+def _sig4(v):
+    return float('%.4g' % v)
+
+
+def hist_summary(hist, sum_us):
+    """A histogram for the summary: count, sum, p50/p90/p99/max (ms) and its non-empty
+    buckets as [upper edge ms, count]. max is the upper edge of the highest non-empty
+    bucket (within 5% of the true maximum)."""
+    count = sum(hist)
+    top = max((i for i, n in enumerate(hist) if n), default=None)
+    return {'count': count, 'sum_seconds': round(sum_us / 1e6, 6),
+            'p50_ms': hist_percentile(hist, 0.50), 'p90_ms': hist_percentile(hist, 0.90),
+            'p99_ms': hist_percentile(hist, 0.99),
+            'max_ms': None if top is None else _sig4(bucket_upper_s(top) * 1e3),
+            'buckets': [[_sig4(bucket_upper_s(i) * 1e3), n] for i, n in enumerate(hist) if n]}

@@ -125,6 +125,14 @@ class Supervisor(object):
         self.poller.register(self.wake_r, select.EPOLLIN)
         self.poller.register(self.notify_r, select.EPOLLIN)
         self.k0 = kernel_snapshot()
+        self.exporter = None
+        self.started_at = time.time()
+
+    def export_to(self, exporter):
+        """Serve scrapes of exporter (metrics.Exporter) from this loop's waits."""
+        self.exporter = exporter
+        if exporter.fileno() is not None:
+            self.poller.register(exporter.fileno(), select.EPOLLIN)
 
     def install_signals(self):
         signal.set_wakeup_fd(self.wake_w)
@@ -144,6 +152,8 @@ class Supervisor(object):
             pass
         drain(self.wake_r)
         drain(self.notify_r)
+        if self.exporter is not None:
+            self.exporter.serve()
 
     def reap(self, on_lost=None):
         """Collect exited children; unexpected exits are recorded as lost.

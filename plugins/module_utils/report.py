@@ -25,10 +25,29 @@ Every reason it fails for is a sentence in ``reasons``.
 from __future__ import annotations
 
 import datetime
+import math
+import re
 
 # Rows of the engine's timeline (files/tcpscale/shm.py TIMELINE_COLUMNS; a unit test
-# proves the two lists equal).
-TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped']
+# proves the two lists equal). opened: cumulative connections established; errors:
+# cumulative errors of every kind. Older summaries have the first five only.
+TIMELINE_COLUMNS = ['t_seconds', 'established', 'user_pss_bytes', 'kernel_bytes', 'dropped',
+                    'opened', 'errors']
+OPENED, ERRORS = TIMELINE_COLUMNS.index('opened'), TIMELINE_COLUMNS.index('errors')
+
+# The engine's histogram buckets (files/tcpscale/shm.py HIST_PER_E; a unit test proves
+# them equal): bucket i holds exp(i / HIST_PER_E) - 1 .. exp((i + 1) / HIST_PER_E) - 1 us.
+HIST_PER_E = 20
+
+# Series longer than this are thinned (JSON); polylines are drawn with at most DRAWN.
+MAX_POINTS = 1500
+DRAWN = 600
+# Client hosts drawn one by one in the established plot; the others are in the sum only.
+MAX_HOSTS_DRAWN = 12
+# Error kinds drawn one by one; the others are named under the plot.
+MAX_KINDS_DRAWN = 12
+PALETTE = ('#1565c0', '#ef6c00', '#2e7d32', '#6a1b9a', '#00838f', '#ad1457', '#827717',
+           '#4e342e', '#283593', '#d84315', '#00695c', '#5d4037')
 
 # The client half's exit statuses (files/tcpscale), and 128 + N for signal N.
 EXIT_MEANING = {
@@ -81,16 +100,42 @@ def describe_exit(rc):
 
 # ------------------------------------------------------------------ timelines
 
-def clean_timeline(timeline):
-    """Rows of numbers, sorted by time, padded to the five columns."""
+def clean_timeline(timeline, columns=None):
+    """Rows of numbers in TIMELINE_COLUMNS' order, sorted by time; a column the rows do
+    not have (older summaries: opened, errors) is 0. columns: the summary's
+    timeline_columns, when it names them."""
+    names = list(columns) if isinstance(columns, (list, tuple)) and columns else TIMELINE_COLUMNS
+    where = [names.index(c) if c in names else None for c in TIMELINE_COLUMNS]
     out = []
     for point in timeline or []:
         if not isinstance(point, (list, tuple)) or not point:
             continue
-        out.append([_num(point[0])] + [_num(point[i]) if len(point) > i else 0
-                                       for i in range(1, len(TIMELINE_COLUMNS))])
+        out.append([_num(point[where[0] or 0])]
+                   + [_num(point[i]) if i is not None and len(point) > i else 0
+                      for i in where[1:]])
     out.sort(key=lambda r: r[0])
     return out
+
+
+def has_column(summary, name):
+    """Whether a summary's timeline rows carry the column (older summaries lack opened)."""
+    rows = [r for r in summary.get('timeline') or [] if isinstance(r, (list, tuple)) and r]
+    columns = summary.get('timeline_columns')
+    if isinstance(columns, (list, tuple)) and columns:
+        if name not in columns:
+            return False
+        i = list(columns).index(name)
+        return bool(rows) and all(len(r) > i for r in rows)
+    i = TIMELINE_COLUMNS.index(name)
+    return bool(rows) and all(len(r) > i for r in rows)
+
+
+def thin(points, max_points=MAX_POINTS):
+    """At most max_points of points, evenly spaced, the first and the last kept."""
+    if len(points) <= max_points:
+        return list(points)
+    step = (len(points) - 1) / float(max_points - 1)
+    return [points[int(round(i * step))] for i in range(max_points)]
 
 
 def shift(timeline, offset):
@@ -98,7 +143,7 @@ def shift(timeline, offset):
     return [[round(r[0] + offset, 3)] + r[1:] for r in timeline]
 
 
-def merge_timelines(series, max_points=1500):
+def merge_timelines(series, max_points=MAX_POINTS):
     """Sum per-host timelines.
 
     At every sample time of any host (rounded to 0.1 s), each host counts its
@@ -175,6 +220,320 @@ def plot(timeline, marks=(), width=800, height=300, left=72, right=72, top=16, b
     }
 
 
+def merge_steps(series):
+    """Sum step functions [[t, value]] (each holds its value until its next point; 0
+    before its first): [[t, sum]] at every time any of them changes, repeats left out."""
+    series = [sorted(s, key=lambda p: p[0]) for s in series if s]
+    times = sorted(set(p[0] for s in series for p in s))
+    index = [-1] * len(series)
+    out = []
+    for t in times:
+        total = 0
+        for n, s in enumerate(series):
+            while index[n] + 1 < len(s) and s[index[n] + 1][0] <= t:
+                index[n] += 1
+            if index[n] >= 0:
+                total += s[index[n]][1]
+        if not out or out[-1][1] != total:
+            out.append([t, total])
+    return out
+
+
+def opened_series(timeline, has_opened):
+    """[[t, connections opened so far]] of one host's (cleaned) timeline: its opened
+    column, or, for an older summary without it, the rises of established added up
+    (which misses the connections opened while as many ended)."""
+    if has_opened:
+        return [[r[0], r[OPENED]] for r in timeline]
+    out, total, last = [], 0, 0
+    for r in timeline:
+        total += max(0, r[1] - last)
+        last = r[1]
+        out.append([r[0], total])
+    return out
+
+
+def rate_series(cumulatives, max_points=MAX_POINTS):
+    """Connections per second over time, summed over hosts, from each host's cumulative
+    count [[t, opened]] (on the run's clock).
+
+    Each host's openings between two of its samples are spread evenly over that
+    interval, and added up in bins as wide as the hosts' median sample interval (no
+    fewer than tmax / max_points): hosts sampling at different instants then add up
+    without saw teeth. [[end of the bin, connections/s]].
+    """
+    intervals = []
+    for s in cumulatives:
+        for a, b in zip(s, s[1:]):
+            intervals.append((a[0], b[0], max(0.0, b[1] - a[1])))
+    spans = sorted(b - a for a, b, _n in intervals if b > a)
+    if not spans:
+        return []
+    tmax = max(b for _a, b, _n in intervals)
+    width = max(spans[len(spans) // 2], tmax / float(max_points))
+    bins = [0.0] * max(1, int(math.ceil(tmax / width - 1e-9)))
+    last = len(bins) - 1
+    for a, b, n in intervals:
+        if not n:
+            continue
+        if b <= a:
+            bins[min(last, int(b / width))] += n
+            continue
+        for i in range(max(0, int(a / width)), min(last, int(b / width)) + 1):
+            overlap = min(b, (i + 1) * width) - max(a, i * width)
+            if overlap > 0:
+                bins[i] += n * overlap / (b - a)
+    out = []
+    for i, v in enumerate(bins):
+        end = min((i + 1) * width, tmax)        # the last bin ends with the data
+        out.append([round(end, 3), round(v / (end - i * width), 1) if end > i * width else 0.0])
+    return out
+
+
+def errors_by_kind(per_host, max_points=MAX_POINTS):
+    """{kind: [[t, cumulative count over every host]]} from each host's errors_timeline
+    ([[t, {kind: cumulative count}]], on the run's clock). A kind a row leaves out
+    keeps its count (counts only grow); a kind never above 0 is left out."""
+    kinds = sorted(set(k for rows in per_host for _t, counts in rows for k in counts))
+    out = {}
+    for kind in kinds:
+        steps = []
+        for rows in per_host:
+            s, last = [], 0
+            for t, counts in rows:
+                v = int(_num(counts.get(kind), last))
+                if v != last:
+                    s.append([t, v])
+                    last = v
+            steps.append(s)
+        merged = merge_steps(steps)
+        if merged:                      # a kind counted 0 only is no error
+            out[kind] = thin(merged, max_points)
+    return out
+
+
+def clean_errors_timeline(rows):
+    """[[t, {kind: count}]] sorted by time, malformed rows left out."""
+    out = []
+    for row in rows or []:
+        if isinstance(row, (list, tuple)) and len(row) > 1 and isinstance(row[1], dict):
+            out.append([_num(row[0]), dict((str(k), int(_num(v))) for k, v in row[1].items())])
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+# ----------------------------------------------------------------- histograms
+
+def _sig4(v):
+    return float('%.4g' % v)
+
+
+def bucket_middle_ms(upper_ms):
+    """The middle of the engine's bucket whose upper edge is upper_ms, in ms (what the
+    engine gives as a percentile): half a bucket down on its log(1 + us) scale."""
+    return (math.exp(math.log(upper_ms * 1e3 + 1.0) - 0.5 / HIST_PER_E) - 1.0) / 1e3
+
+
+def bucket_lower_ms(upper_ms):
+    """The lower edge of the engine's bucket whose upper edge is upper_ms, in ms."""
+    return (math.exp(math.log(upper_ms * 1e3 + 1.0) - 1.0 / HIST_PER_E) - 1.0) / 1e3
+
+
+def clean_buckets(buckets):
+    """{upper_ms (4 significant digits): count} of a histogram's [[upper_ms, count]]."""
+    out = {}
+    for b in buckets or []:
+        if isinstance(b, (list, tuple)) and len(b) > 1:
+            upper, n = _num(b[0], None), int(_num(b[1]))
+            if upper is not None and upper > 0 and n > 0:
+                out[_sig4(upper)] = out.get(_sig4(upper), 0) + n
+    return out
+
+
+def percentile_ms(buckets, fraction):
+    """The fraction-quantile (ms) of sorted [[upper_ms, count]]: the middle of the bucket
+    the fraction of the samples reaches, as the engine computes it; None without samples."""
+    total = sum(n for _u, n in buckets)
+    if not total:
+        return None
+    want, run = fraction * total, 0
+    for upper, n in buckets:
+        run += n
+        if run >= want:
+            return round(bucket_middle_ms(upper), 3)
+    return round(bucket_middle_ms(buckets[-1][0]), 3)
+
+
+def merge_histograms(hists):
+    """The engine's histograms ({count, sum_seconds, p50_ms, ..., max_ms, buckets}) of
+    several hosts as one: the buckets with the same upper edge added up, the percentiles
+    recomputed from them, the max the largest host's. None when no host has one."""
+    hists = [h for h in hists if isinstance(h, dict)]
+    if not hists:
+        return None
+    merged = {}
+    for h in hists:
+        for upper, n in clean_buckets(h.get('buckets')).items():
+            merged[upper] = merged.get(upper, 0) + n
+    buckets = sorted([u, n] for u, n in merged.items())
+    count = sum(n for _u, n in buckets)
+    maxes = [_num(h.get('max_ms'), None) for h in hists]
+    maxes = [m for m in maxes if m is not None] + ([buckets[-1][0]] if buckets else [])
+    sum_seconds = round(sum(_num(h.get('sum_seconds')) for h in hists), 6)
+    return {
+        'count': count, 'sum_seconds': sum_seconds,
+        'mean_ms': round(sum_seconds * 1e3 / count, 3) if count else None,
+        'p50_ms': percentile_ms(buckets, 0.50), 'p90_ms': percentile_ms(buckets, 0.90),
+        'p99_ms': percentile_ms(buckets, 0.99),
+        'max_ms': max(maxes) if count and maxes else None,
+        'buckets': buckets,
+    }
+
+
+def histogram_brief(hist):
+    """A host's histogram without its buckets (the per-client entry), or None."""
+    if not isinstance(hist, dict):
+        return None
+    return dict((k, hist.get(k)) for k in ('count', 'p50_ms', 'p90_ms', 'p99_ms', 'max_ms'))
+
+
+# ------------------------------------------------------------ plot geometry
+
+def short(v):
+    """A compact number for an axis: 1.5M, 250k, 12.5, 0.25."""
+    v = float(v)
+    for div, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+        if abs(v) >= div:
+            return '%g%s' % (float('%.3g' % (v / div)), suffix)
+    return '%g' % float('%.3g' % v) if v else '0'
+
+
+def ms_label(ms):
+    """A time in ms for an axis: 50 µs, 2 ms, 1.5 s."""
+    if ms >= 1000:
+        return '%g s' % float('%.3g' % (ms / 1000.0))
+    if ms >= 1:
+        return '%g ms' % float('%.3g' % ms)
+    return '%g \u00b5s' % float('%.3g' % (ms * 1000.0))
+
+
+def nice_step(span, ticks=4):
+    """A round step (1, 2, 2.5, 5 x 10^k) dividing span into about ticks parts."""
+    if span <= 0:
+        return 1.0
+    raw = span / float(ticks)
+    base = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * base * (1 + 1e-9):
+            return m * base
+    return 10 * base
+
+
+def _xticks(ticks, width):
+    """[{x, label, anchor}]: a label near the right edge ends at its tick, inside the box."""
+    return [{'x': round(x, 1), 'label': label,
+             'anchor': 'end' if x > width - 6 * len(label) else 'middle'} for x, label in ticks]
+
+
+def _frame(width, height, left, right, top, bottom):
+    return {'width': width, 'height': height, 'x0': left, 'x1': width - right,
+            'y0': top, 'y1': height - bottom}
+
+
+def time_plot(series, tmax=None, width=640, height=260, left=56, right=16, top=12, bottom=30):
+    """Geometry of a plot of several series over the run's time.
+
+    series: [{label, points: [[t, v]], color, width, dash, step}]; a step series holds
+    each value until its next point, from 0 at t=0 to tmax. The y axis ends on a round
+    number above the largest value. None when no series has a point.
+    """
+    series = [s for s in series if s.get('points')]
+    if not series:
+        return None
+    tmax = max([tmax or 0] + [p[0] for s in series for p in s['points']]) or 1
+    vmax = max(p[1] for s in series for p in s['points'])
+    ystep = nice_step(vmax or 1)
+    ytop = ystep * max(1, math.ceil(vmax / ystep - 1e-9))
+    f = _frame(width, height, left, right, top, bottom)
+    x0, x1, y0, y1 = f['x0'], f['x1'], f['y0'], f['y1']
+
+    def xy(t, v):
+        return '%.1f,%.1f' % (x0 + (x1 - x0) * min(t, tmax) / tmax, y1 - (y1 - y0) * v / ytop)
+
+    drawn = []
+    for s in series:
+        points = s['points']
+        if s.get('step'):
+            coords, last = [xy(0, 0)], 0
+            for t, v in points:
+                coords += [xy(t, last), xy(t, v)]
+                last = v
+            coords.append(xy(tmax, last))
+        else:
+            coords = [xy(t, v) for t, v in thin(points, DRAWN)]
+        drawn.append({'label': s['label'], 'color': s.get('color') or PALETTE[0],
+                      'width': s.get('width', 1.5), 'dash': s.get('dash', ''),
+                      'points': ' '.join(coords)})
+    xstep = nice_step(tmax, 5)
+    xticks = [i * xstep for i in range(int(tmax / xstep + 1e-9) + 1)]
+    f.update({
+        'tmax': tmax, 'vmax': ytop, 'series': drawn,
+        'xticks': _xticks([(x0 + (x1 - x0) * t / tmax, '%g s' % round(t, 3)) for t in xticks],
+                          width),
+        'yticks': [{'y': round(y1 - (y1 - y0) * i * ystep / ytop, 1), 'label': short(i * ystep)}
+                   for i in range(int(round(ytop / ystep)) + 1)],
+    })
+    return f
+
+
+def histogram_plot(hist, width=640, height=240, left=56, right=16, top=16, bottom=30):
+    """Geometry of a histogram on a log time axis (ms): one bar per bucket, from its
+    lower to its upper edge, and the p50, p90, p99 and max marked. None without samples."""
+    if not isinstance(hist, dict):
+        return None
+    buckets = sorted(clean_buckets(hist.get('buckets')).items())
+    if not buckets:
+        return None
+    f = _frame(width, height, left, right, top, bottom)
+    x0, x1, y0, y1 = f['x0'], f['x1'], f['y0'], f['y1']
+    marks = [(name, _num(hist.get(key), None)) for name, key in
+             (('p50', 'p50_ms'), ('p90', 'p90_ms'), ('p99', 'p99_ms'), ('max', 'max_ms'))]
+    marks = [(name, v) for name, v in marks if v is not None and v > 0]
+    lows = [bucket_lower_ms(u) for u, _n in buckets]
+    lo = math.floor(math.log10(min(lows + [v for _n, v in marks])))
+    hi = math.ceil(math.log10(max([u for u, _n in buckets] + [v for _n, v in marks])))
+    hi = max(hi, lo + 1)
+    nmax = max(n for _u, n in buckets)
+    ystep = nice_step(nmax)
+    ytop = ystep * max(1, math.ceil(nmax / ystep - 1e-9))
+
+    def x(ms):
+        return x0 + (x1 - x0) * (math.log10(ms) - lo) / (hi - lo)
+
+    bars = []
+    for (upper, n), lower in zip(buckets, lows):
+        h = (y1 - y0) * n / ytop
+        left_x = x(lower)
+        bars.append({'x': round(left_x, 2), 'w': round(max(x(upper) - left_x, 1.0), 2),
+                     'y': round(y1 - h, 2), 'h': round(h, 2), 'upper_ms': upper, 'count': n})
+    ticks = []
+    for k in range(lo, hi + 1):
+        ticks.append(10.0 ** k)
+        if hi - lo <= 2 and k < hi:
+            ticks += [2 * 10.0 ** k, 5 * 10.0 ** k]
+    f.update({
+        'bars': bars, 'vmax': ytop,
+        'marks': [{'x': round(x(v), 1), 'name': name, 'label': '%s %s' % (name, ms_label(v)),
+                   'ty': y0 + 12 + 13 * i} for i, (name, v) in enumerate(marks)],
+        'xticks': _xticks([(x(t), ms_label(t)) for t in sorted(ticks)], width),
+        'count': hist.get('count'),
+        'mean': ms_label(hist['mean_ms']) if hist.get('mean_ms') else None,
+        'yticks': [{'y': round(y1 - (y1 - y0) * i * ystep / ytop, 1), 'label': short(i * ystep)}
+                   for i in range(int(round(ytop / ystep)) + 1)],
+    })
+    return f
+
+
 # ------------------------------------------------------------------- hosts
 
 def by_family(sides):
@@ -216,6 +575,7 @@ def client_entry(host, data, verified):
         'errors': summary.get('errors') or {},
         'workers': summary.get('workers'),
         'heartbeat': summary.get('heartbeat'),
+        'connect_latency': histogram_brief(summary.get('connect_latency')),
         'protocol': summary.get('protocol') or {'name': 'tcp'},
         'verified_client': _side(verified, host, 'start', 'client'),
         'verified_client_end': _side(verified, host, 'end', 'client'),
@@ -295,47 +655,93 @@ def protocol_totals(entries):
     return out
 
 
+def failure_sentence(f):
+    """A failure the play caught, in words."""
+    return '%s failed in "%s"%s: %s' % (
+        f.get('host', '?'), f.get('phase', '?'),
+        ' at %s' % f['at'] if f.get('at') else '', f.get('message', 'failed'))
+
+
+def missing_sentence(host):
+    return 'host %s left the play (unreachable, or failed in an earlier step)' % host
+
+
+def client_reasons(host, c):
+    """The sentences that say why client host's half did not do its share (empty: it did)."""
+    reasons = []
+    if c['summary_missing']:
+        return ['client %s wrote no summary: its half %s' % (host, c['exit'])]
+    if not c['reached']:
+        reasons.append('client %s reached %s of %s at most (ended by the peer %s; '
+                       'errors %s)' % (host, fmt(c['established_peak']),
+                                       fmt(c['target'] or 0), fmt(c['dropped']),
+                                       c['errors'] or 'none'))
+    elif c['held_ok'] is False:
+        cut = ''
+        if c['hold_planned'] and c['hold_seconds'] is not None \
+                and c['hold_seconds'] < c['hold_planned'] - 1:
+            cut = '; the hold was cut short after %.1f s of the %.0f s planned, once it ' \
+                  'had broken' % (c['hold_seconds'], c['hold_planned'])
+        reasons.append('client %s held %s of %s at the end (ended by the peer during '
+                       'the hold: %s%s)' % (host, fmt(c['established_final']),
+                                            fmt(c['target'] or 0),
+                                            fmt(c['dropped_during_hold'] or 0), cut))
+    failed = (c['protocol'] or {}).get('errors_total') or 0
+    if failed > c['allowed_loss']:
+        reasons.append('client %s: %s %s answer(s) failed (%s), more than the %s allowed '
+                       '(client_hold_tolerance)' % (
+                           host, fmt(failed), c['protocol'].get('name'),
+                           ', '.join('%s %s' % (k, fmt(v))
+                                     for k, v in sorted(c['protocol'].get('errors', {}).items())),
+                           fmt(c['allowed_loss'])))
+    if c['rc'] != 0:
+        reasons.append('the client half on %s %s (exit status %s)' % (host, c['exit'], c['rc']))
+    return reasons
+
+
+def client_count_reasons(host, c):
+    """The kernel's count of client host's connections against its share: at the start of
+    the hold no fewer than the share, at its end no fewer than the share minus its allowed
+    loss. Empty when they are, or when the share is unknown (no summary)."""
+    share = _int_or_none(c['target'])
+    if not share:
+        return []
+    start, end = c['verified_client'], c['verified_client_end']
+    if start is None:
+        return ['the kernel did not count the connections of client %s at the start of the '
+                'hold' % host]
+    if int(start) < share:
+        return ['at the start of the hold the kernel counted %s connection(s) of client %s, '
+                'below its share %s' % (fmt(start), host, fmt(share))]
+    if end is None:
+        return ['the kernel did not count the connections of client %s at the end of the '
+                'hold' % host]
+    if int(end) < share - c['allowed_loss']:
+        return ['at the end of the hold the kernel counted %s connection(s) of client %s: %s '
+                'lost during the hold, more than the %s allowed (client_hold_tolerance)'
+                % (fmt(end), host, fmt(share - int(end)), fmt(c['allowed_loss']))]
+    return []
+
+
+def host_reasons(report, host):
+    """Why client host did not reach and verify its share: the play's failures on it, its
+    leaving the play, its half's own account and the kernel's count of it."""
+    c = report['clients'][host]
+    return ([failure_sentence(f) for f in report['failures'] if f.get('host') == host]
+            + ([missing_sentence(host)] if host in report['missing_hosts'] else [])
+            + client_reasons(host, c) + client_count_reasons(host, c))
+
+
 def verdict(report, failures, missing):
     """The sentences that say why the run does not pass (empty: it passes)."""
     reasons = []
     target = report['target']
     for f in failures:
-        reasons.append('%s failed in "%s"%s: %s' % (
-            f.get('host', '?'), f.get('phase', '?'),
-            ' at %s' % f['at'] if f.get('at') else '', f.get('message', 'failed')))
+        reasons.append(failure_sentence(f))
     for host in missing:
-        reasons.append('host %s left the play (unreachable, or failed in an earlier step)'
-                       % host)
+        reasons.append(missing_sentence(host))
     for host, c in sorted(report['clients'].items()):
-        if c['summary_missing']:
-            reasons.append('client %s wrote no summary: its half %s' % (host, c['exit']))
-            continue
-        if not c['reached']:
-            reasons.append('client %s reached %s of %s at most (ended by the peer %s; '
-                           'errors %s)' % (host, fmt(c['established_peak']),
-                                           fmt(c['target'] or 0), fmt(c['dropped']),
-                                           c['errors'] or 'none'))
-        elif c['held_ok'] is False:
-            cut = ''
-            if c['hold_planned'] and c['hold_seconds'] is not None \
-                    and c['hold_seconds'] < c['hold_planned'] - 1:
-                cut = '; the hold was cut short after %.1f s of the %.0f s planned, once it ' \
-                      'had broken' % (c['hold_seconds'], c['hold_planned'])
-            reasons.append('client %s held %s of %s at the end (ended by the peer during '
-                           'the hold: %s%s)' % (host, fmt(c['established_final']),
-                                                fmt(c['target'] or 0),
-                                                fmt(c['dropped_during_hold'] or 0), cut))
-        failed = (c['protocol'] or {}).get('errors_total') or 0
-        if failed > c['allowed_loss']:
-            reasons.append('client %s: %s %s answer(s) failed (%s), more than the %s allowed '
-                           '(client_hold_tolerance)' % (
-                               host, fmt(failed), c['protocol'].get('name'),
-                               ', '.join('%s %s' % (k, fmt(v))
-                                         for k, v in sorted(c['protocol'].get('errors', {}).items())),
-                               fmt(c['allowed_loss'])))
-        if c['rc'] != 0:
-            reasons.append('the client half on %s %s (exit status %s)'
-                           % (host, c['exit'], c['rc']))
+        reasons += client_reasons(host, c)
     start = [('server', report['verified_server_side']), ('client', report['verified_client_side'])]
     short = [(side, n) for side, n in start if n is None or n < target]
     if target and short:
@@ -353,6 +759,10 @@ def verdict(report, failures, missing):
                                     for side, n in end),
                           fmt(target - min(n or 0 for _s, n in end)),
                           fmt(report['allowed_loss'])))
+    if target and not short and not short_end:
+        # the sums can hide a host short of its share behind one counted above its own
+        for host, c in sorted(report['clients'].items()):
+            reasons += client_count_reasons(host, c)
     for w in report['lost_workers']:
         reasons.append('%s %s lost worker %s (pid %s, %s) at %s, %s s into the run, holding %s '
                        'connection(s)' % (w['half'], w['host'], w.get('worker', '?'),
@@ -393,13 +803,15 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
     starts = dict((h, _num((clients[h] or {}).get('started_at'), None)) for h in clients)
     known = [v for v in starts.values() if v is not None]
     t0 = started if started is not None else (min(known) if known else None)
-    timelines = []
-    for host, summary in summaries.items():
-        tl = clean_timeline(summary.get('timeline'))
-        offset = (starts[host] - t0) if starts.get(host) is not None and t0 is not None else 0
+    timelines = {}
+    offsets = {}
+    for host, summary in sorted(summaries.items()):
+        tl = clean_timeline(summary.get('timeline'), summary.get('timeline_columns'))
+        offsets[host] = (starts[host] - t0) \
+            if starts.get(host) is not None and t0 is not None else 0
         if tl:
-            timelines.append(shift(tl, offset))
-    merged = merge_timelines(timelines)
+            timelines[host] = shift(tl, offsets[host])
+    merged = merge_timelines(list(timelines.values()))
     lost = lost_workers(clients, servers, t0, finished)
 
     def weighted(field):
@@ -460,7 +872,164 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
     marks = [{'t': w['seconds_into_run'], 'label': '%s %s lost' % (w['host'], w.get('worker', ''))}
              for w in lost if w['seconds_into_run'] is not None]
     report['plot'] = plot(merged, marks)
+    report.update(over_time(summaries, timelines, offsets, merged, errors))
+    report['junit'] = junit(report)
     return report
+
+
+def over_time(summaries, timelines, offsets, merged, errors):
+    """The series over time, the merged histograms and the geometry of their plots.
+
+    summaries: {host: client summary}; timelines: {host: cleaned timeline on the run's
+    clock} (hosts with one); offsets: {host: seconds its clock starts after the run's};
+    merged: the summed timeline; errors: the run's error totals by kind. Returns the keys
+    series, connect_latency, heartbeat_rtt and plots ({name: {geometry, notes}}: geometry
+    None and a sentence in notes when there is nothing to draw).
+    """
+    hosts = sorted(summaries)
+    by_host = dict((h, thin([[r[0], int(r[1])] for r in tl])) for h, tl in timelines.items())
+    total = [[r[0], r[1]] for r in merged]
+    old = [h for h in sorted(timelines) if not has_column(summaries[h], 'opened')]
+    rate = rate_series([opened_series(timelines[h], h not in old) for h in sorted(timelines)])
+    errors_rows = dict((h, shift(clean_errors_timeline(summaries[h].get('errors_timeline')),
+                                 offsets.get(h, 0)))
+                       for h in hosts if summaries[h].get('errors_timeline'))
+    kinds = errors_by_kind([errors_rows[h] for h in sorted(errors_rows)])
+    latency = merge_histograms([summaries[h].get('connect_latency') for h in hosts])
+    rtt = merge_histograms([(summaries[h].get('heartbeat') or {}).get('rtt') for h in hosts])
+    tmax = max([r[0] for r in merged] + [p[0] for k in kinds.values() for p in k] + [0])
+    plots = {}
+
+    # established: each host (the first MAX_HOSTS_DRAWN) and the sum
+    notes = []
+    drawn = sorted(by_host)[:MAX_HOSTS_DRAWN]
+    lines = [{'label': h, 'points': by_host[h], 'color': PALETTE[i % len(PALETTE)]}
+             for i, h in enumerate(drawn)]
+    if len(by_host) > 1 or not lines:
+        lines.append({'label': 'all clients', 'points': total, 'color': '#222', 'width': 2.5})
+    if len(by_host) > len(drawn):
+        notes.append('%d more client host(s) are drawn in the sum only.'
+                     % (len(by_host) - len(drawn)))
+    silent = [h for h in hosts if h not in by_host]
+    if silent and by_host:
+        notes.append('No timeline from %s (no summary, or an empty one).' % ', '.join(silent))
+    plots['established'] = {'geometry': time_plot(lines, tmax), 'notes': notes}
+    if not by_host:
+        plots['established']['notes'] = ['No client recorded a timeline.']
+
+    # connections per second, from the opened column
+    notes = []
+    if old:
+        notes.append('%s: an older summary without the opened column; there the rate is derived '
+                     'from the rise of established connections, which misses connections '
+                     'opened while others ended.' % ', '.join(old))
+    plots['rate'] = {'geometry': time_plot([{'label': 'connections opened per second, all '
+                                                      'clients', 'points': rate,
+                                             'color': PALETTE[2], 'width': 2}], tmax),
+                     'notes': notes}
+    if not rate:
+        plots['rate']['notes'] = ['No rate to draw: the timelines have fewer than two samples.'
+                                  if by_host else 'No client recorded a timeline.']
+
+    for name, hist, field, what in (
+            ('latency', latency, 'connect_latency', 'connect latency'),
+            ('rtt', rtt, 'heartbeat.rtt', 'heartbeat round-trip time')):
+        lacking = [h for h in hosts if not (summaries[h].get(field) if field == 'connect_latency'
+                                            else (summaries[h].get('heartbeat') or {}).get('rtt'))]
+        notes = []
+        if hist is None:
+            notes.append('No %s was recorded: the summaries have no %s histogram (older '
+                         'engine%s).' % (what, field, ', or heartbeats off' if name == 'rtt'
+                                         else ', or no summary'))
+        elif not hist['count']:
+            notes.append('No %s was measured (%s).' % (
+                what, 'no heartbeat was answered' if name == 'rtt'
+                else 'no connection was established'))
+        elif lacking:
+            notes.append('No %s histogram from %s (an older engine, or no summary); the '
+                         'histogram covers the other hosts.' % (field, ', '.join(lacking)))
+        plots[name] = {'geometry': histogram_plot(hist), 'notes': notes}
+
+    # errors by kind, cumulative
+    notes = []
+    ranked = sorted(kinds, key=lambda k: (-kinds[k][-1][1], k))
+    lines = [{'label': k, 'points': kinds[k], 'color': PALETTE[i % len(PALETTE)], 'step': True}
+             for i, k in enumerate(sorted(ranked[:MAX_KINDS_DRAWN]))]
+    if len(ranked) > MAX_KINDS_DRAWN:
+        notes.append('Not drawn: %s.' % ', '.join('%s %s' % (k, fmt(kinds[k][-1][1]))
+                                                  for k in ranked[MAX_KINDS_DRAWN:]))
+    without = [h for h in hosts if summaries[h] and 'errors_timeline' not in summaries[h]]
+    if not kinds:
+        if errors:
+            notes.append('Errors were counted (%s) but %s no errors timeline (older '
+                         'engine).' % (', '.join('%s %s' % (k, fmt(v))
+                                                 for k, v in sorted(errors.items())),
+                                       'the summaries have' if without else 'there is'))
+        else:
+            notes.append('No errors were counted.')
+    elif without:
+        notes.append('No errors timeline from %s (an older engine).' % ', '.join(without))
+    plots['errors'] = {'geometry': time_plot(lines, tmax), 'notes': notes}
+    return {
+        'series': {'established_by_host': by_host, 'established_total': total,
+                   'connections_per_s': rate,
+                   'connections_per_s_from_established': old,
+                   'errors_by_kind': kinds},
+        'connect_latency': latency,
+        'heartbeat_rtt': rtt,
+        'plots': plots,
+    }
+
+
+# ------------------------------------------------------------------- JUnit
+
+# Characters XML 1.0 cannot carry, even escaped.
+_NOT_XML = re.compile(u'[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]')
+
+
+def xml_text(value):
+    """Text an XML document can carry (the template escapes & < > " ')."""
+    return _NOT_XML.sub(u'\ufffd', u'%s' % (value,))
+
+
+def junit(report):
+    """The report as a JUnit suite (what report.junit.xml draws): one test case per client
+    host (its share reached and verified) and one for the whole run, failing exactly when
+    the run does not pass (verified_ok)."""
+    cases = []
+    for host in sorted(report['clients']):
+        c = report['clients'][host]
+        reasons = host_reasons(report, host)
+        out = ''
+        if reasons and c['log_tail']:
+            out = 'End of the client log on %s:\n%s' % (host, '\n'.join(c['log_tail']))
+        cases.append({'classname': 'scalelab.testbed.client',
+                      'name': '%s: share reached and verified' % host,
+                      'time': c['seconds_to_target'] or 0,
+                      'failure': {'message': reasons[0], 'text': '\n'.join(reasons)}
+                      if reasons else None,
+                      'system_out': out})
+    run_reasons = list(report['reasons'])
+    if not report['verified_ok'] and not run_reasons:
+        run_reasons = ['no connection target was set (testbed_connections)']
+    cases.append({'classname': 'scalelab.testbed.run',
+                  'name': 'run: %s connections verified' % fmt(report['target']),
+                  'time': report['wall_seconds'] or 0,
+                  'failure': {'message': '; '.join(run_reasons), 'text': '\n'.join(run_reasons)}
+                  if run_reasons else None,
+                  'system_out': ''})
+    for case in cases:
+        case['name'] = xml_text(case['name'])
+        case['system_out'] = xml_text(case['system_out'])
+        if case['failure']:
+            case['failure'] = {'message': xml_text(' '.join(case['failure']['message'].split())),
+                               'text': xml_text(case['failure']['text'])}
+    return {'name': 'scalelab.testbed', 'tests': len(cases),
+            'failures': sum(1 for c in cases if c['failure']), 'errors': 0, 'skipped': 0,
+            'time': report['wall_seconds'] or 0,
+            # JUnit's timestamp has no zone: the run's start, in UTC
+            'timestamp': (report['started'] or '').rstrip('Z'),
+            'testcases': cases}
 
 
 def report_from_records(records, clients, servers, target, missing=None, finished=None):

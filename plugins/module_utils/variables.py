@@ -291,6 +291,33 @@ def _check_protocol(c, size):
         c.fail('testbed_service_endpoints', 'is not a list', 'give a list like ["10.240.0.1:8080"]')
 
 
+def _check_metrics(c):
+    """client_/server_metrics_dir (absolute paths) and _metrics_listen (ADDRESS:PORT, an
+    address and not a name: the engine binds it)."""
+    listens = {}
+    for half in ('client', 'server'):
+        name = '%s_metrics_dir' % half
+        if c.v.get(name):
+            c.path(name)
+        name = '%s_metrics_listen' % half
+        value = c.v.get(name)
+        if not value:
+            continue
+        try:
+            host, port = ipplan.split_endpoint(str(value))
+            ipplan.address(host)
+        except ValueError as exc:
+            c.fail(name, str(exc), 'give ADDRESS:PORT, [IPV6]:PORT for IPv6, like 127.0.0.1:9464, '
+                   'or "" for no HTTP endpoint')
+            continue
+        listens[half] = (host, int(port))
+    if c.v.get('topology_mode', 'netns') == 'netns' and len(listens) == 2 \
+            and listens['client'][1] == listens['server'][1]:
+        c.fail('client_metrics_listen', 'port %d is also server_metrics_listen\'s: on one box both '
+               'halves listen in the host\'s namespace' % listens['client'][1],
+               'give the halves different ports, like 9464 and 9465')
+
+
 def check(variables):
     """Every problem with the variables given, as sentences; [] when they are fine."""
     c = Checks(variables)
@@ -298,6 +325,7 @@ def check(variables):
     _check_topology(c)
     _check_tuning(c)
     _check_halves(c)
+    _check_metrics(c)
     c.integer('report_max_filter_addresses', 0)
     c.integer('restore_stop_timeout', 1)
     for i, name in enumerate(c.v.get('restore_netns') or []):

@@ -38,7 +38,7 @@ def engine_package():
     import importlib
     pkg = importlib.import_module('tcpscale')
     for name in ('cli', 'plan', 'shm', 'system', 'supervisor', 'client', 'server', 'ipplan',
-                 'protocol'):
+                 'protocol', 'metrics'):
         importlib.import_module('tcpscale.' + name)
     return pkg
 

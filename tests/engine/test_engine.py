@@ -53,9 +53,10 @@ def test_fan_out_over_the_fd_limit(netpair):
     # host-wide slab delta: other work on a shared machine can make it 0 (clamped), not absent
     assert isinstance(summary['kernel_bytes_per_conn'], float)
     assert summary['kernel_bytes_per_conn'] >= 0
-    assert summary['timeline'] and all(len(row) == 5 for row in summary['timeline'])
+    assert summary['timeline'] and all(len(row) == 7 for row in summary['timeline'])
     assert summary['timeline_columns'] == ['t_seconds', 'established', 'user_pss_bytes',
-                                           'kernel_bytes', 'dropped']
+                                           'kernel_bytes', 'dropped', 'opened', 'errors']
+    assert summary['timeline'][-1][5] == n and summary['timeline'][-1][6] == 0
     code, ssum = srv.finish(sig=signal.SIGTERM)
     assert code == 0, srv.stderr()
     # the server needed successors: each holder takes at most per_worker connections
@@ -243,8 +244,10 @@ def test_holder_killed_during_the_hold_the_others_keep_holding(netpair):
     err = cli.stderr()
     assert 'ended by the peer since the target was reached' in err
     assert 'lost during the hold' in err and 'dropped %d' % victim['held'] in err
-    assert summary['timeline_columns'][-1] == 'dropped'
+    assert summary['timeline_columns'][4] == 'dropped'
     assert summary['timeline'][-1][4] == victim['held']
+    # the drops are errors of their own kind, over time too
+    assert summary['errors_timeline'][-1][1] == summary['errors']
     code, ssum = srv.finish(sig=signal.SIGTERM)
     assert code == 3 and ssum['lost_workers'][0]['pid'] == victim['pid']
 
@@ -454,10 +457,40 @@ def test_sources_cidr_are_the_aliases_the_module_adds():
 
 def test_rtt_histogram_percentiles():
     shm = engine_package().shm
-    q = [0] * shm.HIST_SLOTS
+    q = [0] * (shm.HIST_SLOTS + 1)
     for ms in [1.0] * 98 + [50.0, 50.0]:
-        shm.hist_add(q, 0, ms / 1000.0)
+        shm.hist_add(q, 0, ms / 1000.0, shm.HIST_SLOTS)
+    q.pop()
     p50 = shm.hist_percentile(q, 0.50)
     p99 = shm.hist_percentile(q, 0.99)
     assert abs(p50 - 1.0) / 1.0 < 0.05 and abs(p99 - 50.0) / 50.0 < 0.05
     assert shm.hist_percentile([0] * shm.HIST_SLOTS, 0.5) is None
+
+
+def proc_cpu_seconds(pid):
+    """user + system CPU of a process, from its own /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf('SC_CLK_TCK'))
+
+
+def test_cpu_at_target_matches_what_the_workers_used(netpair):
+    """Workers publish their CPU time when they finish their quota, not only every 0.5 s:
+    the summary's cpu_at_target agrees with the workers' own /proc times."""
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv.wait_ready()
+    n = 40000
+    cli = pair.client(client_args(pair, n, '10000-10001', ['--hold', '30']))
+    st = cli.wait_status(lambda s: s.get('reached'))
+    sup = st['pids'][0]
+    used = sum(proc_cpu_seconds(p) for p in st['pids'][1:])
+    code, summary = cli.finish(sig=signal.SIGTERM)
+    assert code == 0, cli.stderr()
+    assert sup == cli.pid
+    cpu = summary['cpu_at_target']
+    reported = cpu['workers_user_s'] + cpu['workers_sys_s']
+    # /proc was read a little after the target (the status file is 0.5 s old at most):
+    # the workers only idled in between
+    assert used > 0.1, used
+    assert 0.85 * used - 0.05 <= reported <= used + 0.05, (reported, used)

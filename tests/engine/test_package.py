@@ -180,7 +180,28 @@ def test_error_counters_by_errno_name():
 
 def test_histograms_merge_across_slots():
     q = [0] * (2 * shm.SLOT_WORDS)
-    shm.hist_add(q, shm.HIST_BASE, 0.001)
-    shm.hist_add(q, shm.SLOT_WORDS + shm.HIST_BASE, 0.001)
+    shm.hist_add(q, shm.HIST_BASE, 0.001, shm.F_RTT_SUM_US)
+    shm.hist_add(q, shm.SLOT_WORDS + shm.HIST_BASE, 0.001, shm.SLOT_WORDS + shm.F_RTT_SUM_US)
+    shm.hist_add(q, shm.CONNECT_HIST_BASE, 0.2, shm.F_CONNECT_SUM_US)
     hist = shm.hist_merge(q, [0, 1])
     assert sum(hist) == 2 and abs(shm.hist_percentile(hist, 0.5) - 1.0) < 0.05
+    assert q[shm.F_RTT_SUM_US] + q[shm.SLOT_WORDS + shm.F_RTT_SUM_US] == 2000
+    connect = shm.hist_merge(q, [0, 1], shm.CONNECT_HIST_BASE)
+    assert sum(connect) == 1 and abs(shm.hist_percentile(connect, 0.5) - 200.0) < 10
+    # the regions do not overlap and fit in a slot
+    assert shm.HIST_BASE + shm.HIST_SLOTS <= shm.STATUS_BASE
+    assert shm.STATUS_BASE + 2 * shm.STATUS_PAIRS <= shm.CONNECT_HIST_BASE
+    assert shm.CONNECT_HIST_BASE + shm.HIST_SLOTS <= shm.SLOT_WORDS
+
+
+def test_histogram_summary_gives_percentiles_buckets_and_max():
+    hist = [0] * shm.HIST_SLOTS
+    for ms in [1.0] * 90 + [10.0] * 9 + [100.0]:
+        hist[shm.hist_index(ms / 1000.0)] += 1
+    out = shm.hist_summary(hist, 1000 * (90 * 1 + 9 * 10 + 100))
+    assert out['count'] == 100 and out['sum_seconds'] == 0.28
+    assert abs(out['p50_ms'] - 1.0) < 0.05 and abs(out['p90_ms'] - 1.0) < 0.05
+    assert abs(out['p99_ms'] - 10.0) < 0.5
+    assert 100.0 <= out['max_ms'] <= 105.2          # the upper edge of the 100 ms bucket
+    assert [n for _ms, n in out['buckets']] == [90, 9, 1]
+    assert shm.hist_summary([0] * shm.HIST_SLOTS, 0)['max_ms'] is None

@@ -22,9 +22,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from xml.etree import ElementTree
 
 import pytest
 
@@ -32,10 +34,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import browser  # noqa: E402  pylint: disable=wrong-import-position
+import prom  # noqa: E402  pylint: disable=wrong-import-position
 import snapshot  # noqa: E402  pylint: disable=wrong-import-position
 
 TARGET = 150000
 LOCK = '/tmp/scalelab-heavy.lock'
+# Kept after the run (tests/output is ignored by git): the screenshots of the report.
+ARTEFACTS = os.environ.get('SCALELAB_ARTEFACTS',
+                           os.path.join(REPO, 'tests', 'output', 'artefacts'))
 CLIENT_STATUS = '/run/scalelab_testbed/client.status.json'
 SERVER_STATUS = '/run/scalelab_testbed/server.status.json'
 CLOSER = os.path.join(REPO, 'tests', 'engine', 'closer.py')
@@ -107,12 +114,32 @@ def pristine(tmp_path_factory):
     ('restore_remove_files=perhaps', 'restore_remove_files'),
     ('client_workers=abc', 'client_workers'),
     ('client_hold_tolerance=1.5', 'client_hold_tolerance'),
+    ('client_metrics_listen=127.0.0.1', 'client_metrics_listen'),
+    ('server_metrics_dir=/nonexistent/textfile', 'server_metrics_dir'),
 ])
 def test_bad_variables_fail_in_validation_before_any_change(pristine, extra, name):
     rc, out = playbook(['site.yml', '-e', extra], pristine['reports'])
     assert rc != 0
     assert 'Validate the' in out and name in out
     # the validation play is the first one and nothing after it ran
+    assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == []
+    assert ours_present() == []
+
+
+def test_a_metrics_port_in_use_fails_in_preflight(pristine):
+    taken = socket.socket()
+    taken.bind(('127.0.0.1', 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        rc, out = playbook(['site.yml', '-e', 'client_metrics_listen=127.0.0.1:%d' % port],
+                           pristine['reports'])
+    finally:
+        taken.close()
+    assert rc != 0
+    assert 'client_metrics_listen 127.0.0.1:%d: port %d already has a listening socket' % (port, port) \
+        in ' '.join(out.split())
     assert 'PLAY [Provision the testbed]' not in out
     assert differences(pristine['before']) == []
     assert ours_present() == []
@@ -148,9 +175,31 @@ def test_check_mode_changes_nothing(pristine):
     assert ours_present() == []
 
 
-def test_site_reaches_and_verifies_the_target(pristine):
-    rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET], pristine['reports'])
-    assert rc == 0, out[-5000:]
+def test_site_reaches_and_verifies_the_target(pristine, tmp_path):
+    """The main run, watched live by a real Prometheus scraping the client half's HTTP
+    endpoint (opened in the host's namespace), with the textfile written beside it."""
+    port = prom.free_port()
+    textfile = tmp_path / 'textfile'
+    textfile.mkdir()
+    with prom.prometheus(['127.0.0.1:%d' % port], str(tmp_path / 'prometheus')) as url:
+        rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TARGET,
+                            '-e', 'client_metrics_listen=127.0.0.1:%d' % port,
+                            '-e', 'client_metrics_dir=%s' % textfile], pristine['reports'])
+        assert rc == 0, out[-5000:]
+        time.sleep(2)
+        peak = prom.query(url, 'max_over_time(tcpscale_client_established[30m])')
+        samples = prom.query(url, 'max_over_time(tcpscale_client_connect_latency_seconds_count[30m])')
+        p99 = prom.query(url, 'histogram_quantile(0.99, max_over_time('
+                              'tcpscale_client_connect_latency_seconds_bucket[30m]))')
+        up = prom.query(url, 'max_over_time(up[30m])')
+    print('prometheus: max_over_time(tcpscale_client_established[30m]) = %s; connect latency '
+          'samples %s; p99 %s s' % (peak, samples, p99))
+    assert [v for _m, v in up] == [1.0]
+    assert [v for _m, v in peak] == [float(TARGET)]
+    assert [v for _m, v in samples] == [float(TARGET)]
+    assert p99 and 0 < p99[0][1] < 30
+    rc, msg = prom.check_metrics(str(textfile / 'tcpscale_client.prom'))
+    assert rc == 0, msg
     latest = os.path.join(pristine['reports'], 'latest')
     with open(os.path.join(latest, 'report.json')) as f:
         report = json.load(f)
@@ -164,7 +213,22 @@ def test_site_reaches_and_verifies_the_target(pristine):
     assert report['timeline'] and report['timeline'][-1][1] >= TARGET
     with open(os.path.join(latest, 'report.html')) as f:
         html = f.read()
-    assert '<svg' in html and '<polyline' in html and '{:,}'.format(TARGET) in html
+    assert '{:,}'.format(TARGET) in html
+    # a real browser draws the plots of the run and loads nothing
+    shown = browser.check_report(os.path.join(latest, 'report.html'),
+                                 os.path.join(ARTEFACTS, 'test_site'))
+    print('report rendered by chromium: plots %s; screenshots %s'
+          % (shown['plots'], ' '.join(shown['screenshots'])))
+    assert report['connect_latency']['count'] == TARGET
+    assert report['series']['established_total'][-1][1] >= TARGET
+    assert max(v for _t, v in report['series']['connections_per_s']) > 0
+    # the JUnit verdict parses with a standard parser and agrees with report.json
+    suite = ElementTree.parse(os.path.join(latest, 'report.junit.xml')).getroot()
+    cases = suite.findall('.//testcase')
+    assert [c.get('name') for c in cases] == [
+        'localhost: share reached and verified',
+        'run: %s connections verified' % '{:,}'.format(TARGET)]
+    assert suite.get('failures') == '0' and not suite.findall('.//failure')
     with open(os.path.join(latest, 'hosts', 'localhost.client.json')) as f:
         assert json.load(f)['reached'] is True
     # the progress of the run was shown

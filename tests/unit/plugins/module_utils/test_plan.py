@@ -352,3 +352,25 @@ def test_dual_stack_needs_a_service_endpoint_of_each_family():
     assert not plan['ok']
     assert any('testbed_service_endpoints has no IPv6 endpoint, but testbed_ip_family dual' in e
                and 'set testbed_ip_family to ipv4' in e for e in plan['errors']), plan['errors']
+
+
+@pytest.mark.parametrize('variables, message', [
+    ({'client_metrics_listen': '127.0.0.1'}, "client_metrics_listen: '127.0.0.1' has no port"),
+    ({'server_metrics_listen': 'localhost:9464'}, "server_metrics_listen: 'localhost' is not an IP address"),
+    ({'client_metrics_listen': '[fd00::1]:70000'}, 'the port must be a number from 1 to 65535'),
+    ({'client_metrics_dir': 'metrics'}, "client_metrics_dir: 'metrics' is not an absolute path"),
+    ({'server_metrics_dir': '/var/lib/a b'}, 'server_metrics_dir'),
+    ({'client_metrics_listen': '127.0.0.1:9464', 'server_metrics_listen': '0.0.0.0:9464'},
+     "client_metrics_listen: port 9464 is also server_metrics_listen's"),
+])
+def test_bad_metrics_variables_name_the_variable_and_the_fix(variables, message):
+    plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+    assert not plan['ok']
+    assert any(message in e and 'fix:' in e for e in plan['errors']), plan['errors']
+
+
+def test_metrics_variables_that_are_fine_pass():
+    plan = pl.build(role_defaults(client_metrics_listen='127.0.0.1:9465',
+                                  server_metrics_listen='[::1]:9464',
+                                  client_metrics_dir='/var/lib/node_exporter'), ['h'], ['h'])
+    assert plan['ok'], plan['errors']

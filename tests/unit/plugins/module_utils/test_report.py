@@ -64,7 +64,7 @@ def test_a_run_that_held_its_target_passes():
     assert r['verified'] == 1000 and r['verified_end'] == 1000
     assert r['verified_end_server_side'] == 1000 and r['verified_end_client_side'] == 1000
     assert r['started'] == '2026-01-01T00:00:00Z' and r['wall_seconds'] == 60.0
-    assert r['timeline'][-1] == [10, 1000, 20, 200, 0]
+    assert r['timeline'][-1] == [10, 1000, 20, 200, 0, 0, 0]
     assert r['plot']['drops'] == '' and r['plot']['marks'] == []
 
 
@@ -153,7 +153,18 @@ def test_timelines_are_merged_on_the_run_clock():
 
 
 def test_older_four_column_timelines_are_padded():
-    assert rp.clean_timeline([[1, 2, 3, 4]]) == [[1.0, 2.0, 3.0, 4.0, 0]]
+    assert rp.clean_timeline([[1, 2, 3, 4]]) == [[1.0, 2.0, 3.0, 4.0, 0, 0, 0]]
+
+
+def test_timeline_rows_are_read_by_their_column_names():
+    columns = ['t_seconds', 'established', 'opened', 'user_pss_bytes', 'kernel_bytes', 'dropped']
+    assert rp.clean_timeline([[2, 10, 12, 3, 4, 1], [1, 5, 5, 3, 4, 0]], columns) == \
+        [[1.0, 5.0, 3.0, 4.0, 0.0, 5.0, 0], [2.0, 10.0, 3.0, 4.0, 1.0, 12.0, 0]]
+    assert rp.has_column({'timeline': [[0, 1, 2, 3, 4, 5, 6]],
+                          'timeline_columns': rp.TIMELINE_COLUMNS}, 'opened')
+    assert not rp.has_column({'timeline': [[0, 1, 2, 3, 4]]}, 'opened')
+    assert not rp.has_column({'timeline': [[0, 1, 2, 3, 4, 5, 6]],
+                              'timeline_columns': rp.TIMELINE_COLUMNS[:5]}, 'opened')
 
 
 def test_plot_stays_inside_its_frame():
@@ -231,3 +242,282 @@ def test_a_dual_stack_run_reports_each_family():
              ('start', 'server6'): 50, ('start', 'client6'): 49}
     assert rp.by_family(sides) == {'ipv4': 50, 'ipv6': 49}
     assert rp.by_family({('start', 'server'): 100, ('start', 'client'): 100}) is None
+
+
+# ------------------------------------------------ series, histograms, plots
+
+def row(t, est, opened=None, errors=0):
+    """A timeline row of the engine (seven columns); opened defaults to est."""
+    return [t, est, 0, 0, 0, est if opened is None else opened, errors]
+
+
+def new_summary(target, timeline, errors_timeline=None, latency=None, rtt=None, errors=None):
+    s = summary(target, timeline=timeline, errors=errors)
+    s['timeline_columns'] = list(rp.TIMELINE_COLUMNS)
+    s['errors_timeline'] = errors_timeline or []
+    if latency is not None:
+        s['connect_latency'] = latency
+    if rtt is not None:
+        s['heartbeat'] = {'rtt_p50_ms': rtt.get('p50_ms'), 'rtt': rtt}
+    return s
+
+
+def test_histogram_buckets_add_up_and_percentiles_come_from_the_merged_buckets():
+    a = {'count': 4, 'sum_seconds': 0.004, 'p50_ms': 0.975, 'max_ms': 2.0,
+         'buckets': [[1.0, 3], [2.0, 1]]}
+    b = {'count': 6, 'sum_seconds': 0.02, 'p50_ms': 1.951, 'max_ms': 10.5,
+         'buckets': [[1.0, 2], [2.0, 3], [10.0, 1]]}
+    m = rp.merge_histograms([a, None, b])
+    assert m['buckets'] == [[1.0, 5], [2.0, 4], [10.0, 1]]
+    assert m['count'] == 10 and m['sum_seconds'] == 0.024 and m['mean_ms'] == 2.4
+    # the middle of the bucket, half a bucket (1/40 of an e-fold of 1 + us) below its edge:
+    # (1001 us * e^-0.025 - 1) = 975.3 us; (2001 * e^-0.025 - 1) = 1950.6; (10001 ...) = 9753.1
+    assert (m['p50_ms'], m['p90_ms'], m['p99_ms']) == (0.975, 1.951, 9.753)
+    assert m['max_ms'] == 10.5                       # the hosts' max, not the bucket's edge
+    assert rp.merge_histograms([None, {}]) == {
+        'count': 0, 'sum_seconds': 0.0, 'mean_ms': None, 'p50_ms': None, 'p90_ms': None,
+        'p99_ms': None, 'max_ms': None, 'buckets': []}
+    assert rp.merge_histograms([None, 'x']) is None
+
+
+def test_percentiles_count_the_samples_up_to_the_fraction():
+    buckets = [[1.0, 50], [2.0, 40], [4.0, 9], [8.0, 1]]
+    assert rp.percentile_ms(buckets, 0.5) == 0.975     # 50 of 100 reached in the first
+    assert rp.percentile_ms(buckets, 0.9) == 1.951     # 90 in the second
+    assert rp.percentile_ms(buckets, 0.99) == 3.901    # 99 in the third: 4001 * e^-0.025 - 1 us
+    assert rp.percentile_ms(buckets, 1.0) == 7.802     # all: 8001 * e^-0.025 - 1 us
+    assert rp.percentile_ms([], 0.5) is None
+
+
+def test_one_host_merged_gives_the_engines_own_figures():
+    import reportlib
+    shm = reportlib.engine_shm()
+    assert shm.HIST_PER_E == rp.HIST_PER_E
+    samples = [0.0004 * 1.07 ** i for i in range(120)] + [0.003] * 300
+    own = reportlib.histogram(samples)
+    merged = rp.merge_histograms([own])
+    assert merged['buckets'] == own['buckets'] and merged['count'] == own['count'] == 420
+    for key in ('p50_ms', 'p90_ms', 'p99_ms'):
+        assert merged[key] == pytest.approx(own[key], rel=1e-3), key
+    assert merged['max_ms'] == own['max_ms']
+    lower = rp.bucket_lower_ms(own['buckets'][0][0])
+    assert lower == pytest.approx(shm.bucket_upper_s(shm.hist_index(0.0004) - 1) * 1e3, rel=1e-3)
+
+
+def test_the_rate_comes_from_opened_and_adds_up_hosts_sampled_at_other_instants():
+    # a opens 100 in its first second and 200 in its second; b, started 0.5 s later,
+    # opens 50 in its first second: half of those in each second of the run
+    a = new_summary(300, [row(0, 0), row(1, 100), row(2, 300)])
+    b = new_summary(50, [row(0, 0), row(1, 50)])
+    r = rp.report_from_records({'a': record({'rc': 0, 'summary': a}),
+                                'b': record({'rc': 0, 'summary': b}, started_at=T0 + 0.5)},
+                               ['a', 'b'], [], 350, finished=T0 + 10)
+    assert r['series']['connections_per_s'] == [[1, 125.0], [2, 225.0]]
+    assert r['series']['connections_per_s_from_established'] == []
+    assert r['plots']['rate']['notes'] == [] and r['plots']['rate']['geometry']
+    assert r['series']['established_by_host'] == {'a': [[0, 0], [1, 100], [2, 300]],
+                                                  'b': [[0.5, 0], [1.5, 50]]}
+    assert r['series']['established_total'] == [[0, 0], [0.5, 0], [1, 100], [1.5, 150],
+                                                [2, 350]]
+    # opened counts connections that ended too: established falls, opened does not
+    c = new_summary(300, [row(0, 0), row(1, 100, 100), row(2, 50, 150)])
+    r = rp.report_from_records({'c': record({'rc': 0, 'summary': c})}, ['c'], [], 300,
+                               finished=T0 + 10)
+    assert r['series']['connections_per_s'] == [[1, 100.0], [2, 50.0]]
+
+
+def test_an_older_summary_without_opened_gets_its_rate_from_established():
+    old = summary(150, timeline=[[0, 0, 0, 0, 0], [1, 100, 0, 0, 0], [2, 80, 0, 0, 20],
+                                 [3, 150, 0, 0, 20]])
+    r = rp.report_from_records({'old': record({'rc': 0, 'summary': old})}, ['old'], [], 150,
+                               finished=T0 + 10)
+    # the rises of established: 100, 0 (it fell), 70
+    assert r['series']['connections_per_s'] == [[1, 100.0], [2, 0.0], [3, 70.0]]
+    assert r['series']['connections_per_s_from_established'] == ['old']
+    assert 'old: an older summary without the opened column; there the rate is derived ' \
+           'from the rise of established connections' in r['plots']['rate']['notes'][0]
+    assert r['timeline'][-1] == [3, 150, 0, 0, 20, 0, 0]
+
+
+def test_errors_by_kind_add_up_over_hosts_on_the_run_clock():
+    a = new_summary(10, [row(0, 0), row(4, 10, errors=5)],
+                    errors_timeline=[[1, {'ECONNREFUSED': 2}], [3, {'ECONNREFUSED': 5}]])
+    # b started 2 s after a: its 0.5 s is the run's 2.5 s
+    b = new_summary(10, [row(0, 0), row(2, 10, errors=5)],
+                    errors_timeline=[[0.5, {'ECONNREFUSED': 1, 'ETIMEDOUT': 4}],
+                                     [1.5, {'ETIMEDOUT': 4, 'ECONNREFUSED': 1}]])
+    r = rp.report_from_records({'a': record({'rc': 0, 'summary': a}),
+                                'b': record({'rc': 0, 'summary': b}, started_at=T0 + 2)},
+                               ['a', 'b'], [], 20, finished=T0 + 10)
+    assert r['series']['errors_by_kind'] == {'ECONNREFUSED': [[1, 2], [2.5, 3], [3, 6]],
+                                             'ETIMEDOUT': [[2.5, 4]]}
+    g = r['plots']['errors']['geometry']
+    assert [s['label'] for s in g['series']] == ['ECONNREFUSED', 'ETIMEDOUT']
+    # a step line: from 0 at t=0, up at each change, held to the end (4 s)
+    steps = [tuple(float(v) for v in p.split(',')) for p in g['series'][1]['points'].split()]
+    assert [y for _x, y in steps] == [g['y1'], g['y1'], steps[2][1], steps[2][1]]
+    assert steps[-1][0] == g['x1'] and steps[1][0] == steps[2][0]
+    assert r['timeline'][-1][6] == 10                # the errors column, summed
+
+
+def test_a_kind_a_row_leaves_out_keeps_its_count():
+    assert rp.errors_by_kind([[[1, {'x': 3}], [2, {'y': 1}], [3, {'x': 4, 'y': 1}]]]) == \
+        {'x': [[1, 3], [3, 4]], 'y': [[2, 1]]}
+
+
+def test_latency_and_rtt_are_merged_over_the_clients_and_kept_per_client():
+    lat_a = {'count': 4, 'sum_seconds': 0.004, 'p50_ms': 0.975, 'p90_ms': 1.951,
+             'p99_ms': 1.951, 'max_ms': 2.0, 'buckets': [[1.0, 3], [2.0, 1]]}
+    lat_b = {'count': 6, 'sum_seconds': 0.02, 'p50_ms': 1.951, 'p90_ms': 9.753,
+             'p99_ms': 9.753, 'max_ms': 10.0, 'buckets': [[1.0, 2], [2.0, 3], [10.0, 1]]}
+    rtt = {'count': 2, 'sum_seconds': 0.0004, 'p50_ms': 0.195, 'max_ms': 0.2,
+           'buckets': [[0.2, 2]]}
+    a = new_summary(10, [row(0, 0), row(1, 10)], latency=lat_a, rtt=rtt)
+    b = new_summary(10, [row(0, 0), row(1, 10)], latency=lat_b)
+    r = rp.report_from_records({'a': record({'rc': 0, 'summary': a}),
+                                'b': record({'rc': 0, 'summary': b})},
+                               ['a', 'b'], [], 20, finished=T0 + 10)
+    lat = r['connect_latency']
+    assert (lat['count'], lat['p50_ms'], lat['p90_ms'], lat['p99_ms'], lat['max_ms']) == \
+        (10, 0.975, 1.951, 9.753, 10.0)
+    assert r['clients']['b']['connect_latency'] == {'count': 6, 'p50_ms': 1.951,
+                                                    'p90_ms': 9.753, 'p99_ms': 9.753,
+                                                    'max_ms': 10.0}
+    assert r['heartbeat_rtt']['count'] == 2 and r['heartbeat_rtt']['buckets'] == [[0.2, 2]]
+    assert r['plots']['rtt']['notes'] == [
+        'No heartbeat.rtt histogram from b (an older engine, or no summary); the histogram '
+        'covers the other hosts.']
+    g = r['plots']['latency']['geometry']
+    assert [m['label'] for m in g['marks']] == ['p50 975 \u00b5s', 'p90 1.95 ms', 'p99 9.75 ms',
+                                                'max 10 ms']
+    assert [b['count'] for b in g['bars']] == [5, 4, 1]
+    for b in g['bars']:
+        assert g['x0'] <= b['x'] and b['x'] + b['w'] <= g['x1'] + 1e-6
+        assert g['y0'] <= b['y'] and b['y'] + b['h'] == pytest.approx(g['y1'])
+    assert [t['label'] for t in g['xticks']] == ['100 \u00b5s', '200 \u00b5s', '500 \u00b5s',
+                                                 '1 ms', '2 ms', '5 ms', '10 ms']
+    assert g['xticks'][0]['x'] == g['x0'] and g['xticks'][-1]['x'] == g['x1']
+    assert g['xticks'][-1]['anchor'] == 'end'
+
+
+def test_older_summaries_say_what_is_missing_instead_of_plotting_nothing():
+    old = summary(100, errors={'ECONNREFUSED': 3})         # five columns, no histograms
+    r = rp.report_from_records({'old': record({'rc': 0, 'summary': old})}, ['old'], [], 100,
+                               finished=T0 + 10)
+    assert r['connect_latency'] is None and r['heartbeat_rtt'] is None
+    assert r['clients']['old']['connect_latency'] is None
+    assert r['series']['errors_by_kind'] == {}
+    assert r['plots']['latency'] == {'geometry': None, 'notes': [
+        'No connect latency was recorded: the summaries have no connect_latency histogram '
+        '(older engine, or no summary).']}
+    assert r['plots']['errors'] == {'geometry': None, 'notes': [
+        'Errors were counted (ECONNREFUSED 3) but the summaries have no errors timeline '
+        '(older engine).']}
+    assert r['plots']['established']['geometry'] is not None
+    # no client wrote anything: every plot says so, nothing raises
+    r = rp.report_from_records({'h': record({'rc': 137, 'summary': {}})}, ['h'], [], 100,
+                               finished=T0 + 10)
+    assert all(p['geometry'] is None and p['notes'] for p in r['plots'].values()), r['plots']
+    assert r['plots']['established']['notes'] == ['No client recorded a timeline.']
+    assert r['plots']['errors']['notes'] == ['No errors were counted.']
+    assert r['series']['connections_per_s'] == [] and r['series']['established_total'] == []
+    # a histogram with no sample, and malformed rows, are not a crash either
+    s = new_summary(10, [row(0, 0), 'x', [], row(1, 10)], errors_timeline=[[1], 'x', [2, 3]],
+                    latency={'count': 0, 'buckets': [['x', 1], [1.0, 'y'], None]})
+    r = rp.report_from_records({'h': record({'rc': 0, 'summary': s})}, ['h'], [], 10,
+                               finished=T0 + 10)
+    assert r['plots']['latency']['notes'] == [
+        'No connect latency was measured (no connection was established).']
+    assert r['series']['errors_by_kind'] == {}
+
+
+def test_the_established_plot_draws_twelve_hosts_and_the_sum():
+    records = {}
+    for i in range(14):
+        records['c%02d' % i] = record({'rc': 0, 'summary': new_summary(
+            10, [row(0, 0), row(1, 10)])})
+    r = rp.report_from_records(records, sorted(records), [], 140, finished=T0 + 10)
+    g = r['plots']['established']['geometry']
+    assert [s['label'] for s in g['series']] == ['c%02d' % i for i in range(12)] + ['all clients']
+    assert r['plots']['established']['notes'] == ['2 more client host(s) are drawn in the sum only.']
+    assert len(r['series']['established_by_host']) == 14
+    assert r['series']['established_total'] == [[0, 0], [1, 140]]
+    assert g['yticks'][-1]['label'] == '150' and g['xticks'][-1]['label'] == '1 s'
+
+
+def test_time_plots_stay_in_their_frame_and_long_series_are_thinned():
+    points = [[t * 0.5, (t * 37) % 1000] for t in range(5000)]
+    step = {'label': 'y', 'step': True, 'points': [[10, 3], [2000, 900]]}
+    g = rp.time_plot([{'label': 'x', 'points': points}, step])
+    for s in g['series']:
+        coords = [tuple(float(v) for v in p.split(',')) for p in s['points'].split()]
+        assert all(g['x0'] <= x <= g['x1'] and g['y0'] <= y <= g['y1'] for x, y in coords)
+    assert len(g['series'][0]['points'].split()) == rp.DRAWN
+    assert g['vmax'] == 1000 and [t['label'] for t in g['yticks']] == \
+        ['0', '250', '500', '750', '1k']
+    assert rp.time_plot([{'label': 'x', 'points': []}]) is None
+    assert len(rp.thin(points)) == rp.MAX_POINTS and rp.thin(points)[-1] == points[-1]
+
+
+@pytest.mark.parametrize('value, text', [(0, '0'), (0.25, '0.25'), (999, '999'), (1000, '1k'),
+                                         (12500, '12.5k'), (250000, '250k'), (1.5e6, '1.5M'),
+                                         (2e9, '2G')])
+def test_axis_numbers_are_short(value, text):
+    assert rp.short(value) == text
+
+
+@pytest.mark.parametrize('ms, text', [(0.05, '50 \u00b5s'), (1, '1 ms'), (2.5, '2.5 ms'),
+                                      (1500, '1.5 s')])
+def test_axis_times(ms, text):
+    assert rp.ms_label(ms) == text
+
+
+def test_a_host_short_of_its_share_fails_even_when_the_sums_are_met():
+    # c2 counted 10 above its share hides c1's 10 below its own in the sums
+    records = {'c1': record({'rc': 0, 'summary': summary(100)}, start=(None, 90), end=(None, 90)),
+               'c2': record({'rc': 0, 'summary': summary(100)}, start=(None, 110),
+                            end=(None, 110)),
+               's': record(None, server_state(200), start=(200, None), end=(200, None),
+                           started_at=None)}
+    r = rp.report_from_records(records, ['c1', 'c2'], ['s'], 200, finished=T0 + 30)
+    assert not r['verified_ok']
+    assert r['reasons'] == ['at the start of the hold the kernel counted 90 connection(s) of '
+                            'client c1, below its share 100']
+    assert rp.host_reasons(r, 'c2') == []
+
+
+def test_report_html_draws_every_plot_with_its_id():
+    import reportlib
+    records, clients, servers, total = reportlib.fleet([300, 300, 400])
+    data = reportlib.report_data(records, clients, servers, total)
+    assert data['verified_ok'], data['reasons']
+    html = reportlib.environment().get_template('report.html.j2').render(
+        report_data=data, report_title='t')
+    ids = []
+    for svg in re.findall(r'<svg.*?</svg>', html, re.S):
+        doc = xml.dom.minidom.parseString(svg)
+        ids.append(doc.documentElement.getAttribute('id'))
+    assert ids == ['plot-timeline', 'plot-established', 'plot-rate', 'plot-latency',
+                   'plot-errors', 'plot-rtt']
+    assert '<script' not in html and 'http://' not in html.replace(
+        'http://www.w3.org/2000/svg', '')
+    assert 'ECONNREFUSED' in html and 'p99 ' in html
+    # an older summary: sentences instead of the plots it cannot draw
+    old = rp.report_from_records({'h': record({'rc': 0, 'summary': summary(10)}, server_state(10),
+                                              (10, 10), (10, 10))}, ['h'], ['h'], 10,
+                                 finished=T0 + 10)
+    html = reportlib.environment().get_template('report.html.j2').render(
+        report_data=old, report_title='t')
+    assert 'id="plot-latency"' not in html and 'id="plot-errors"' not in html
+    assert 'No connect latency was recorded' in html and 'No errors were counted.' in html
+    assert 'id="plot-established"' in html and 'id="plot-rate"' in html
+
+
+def test_a_kind_counted_zero_only_is_no_error():
+    assert rp.errors_by_kind([[[1, {'x': 0}]], [[2, {'x': 0, 'y': 2}]]]) == {'y': [[2, 2]]}
+
+
+def test_the_last_rate_bin_ends_with_the_data():
+    # 1 s samples, then a last one 0.5 s later: 30 in that half second is 60/s
+    assert rp.rate_series([[[0, 0], [1, 100], [2, 200], [2.5, 230]]]) == \
+        [[1, 100.0], [2, 100.0], [2.5, 60.0]]
