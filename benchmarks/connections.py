@@ -465,13 +465,16 @@ def scraper(urls, stop, counts):
 
 
 def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine=ENGINE,
-               label=None):
+               label=None, tls=None):
     """One run of both halves at args.connections, with heartbeats, a protocol, live
-    metrics (textfile + HTTP, scraped every second) if given, by the engine at engine."""
+    metrics (textfile + HTTP, scraped every second), TLS (tls: the server's (certificate,
+    key) files) if given, by the engine at engine."""
     if label is None:
         label = 'engine-hb' if heartbeat else 'engine'
         if protocol != 'tcp':
             label = 'engine-' + protocol
+        if tls:
+            label += '-tls'
     ph = Phase(args, host, label)
     n = args.connections
     ports = args.ports
@@ -500,6 +503,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             server_argv.append('--echo')
         if protocol != 'tcp':
             server_argv += ['--protocol', protocol]
+        if tls:
+            server_argv += ['--tls-cert', tls[0], '--tls-key', tls[1]]
         server = ph.spawn(ip_netns_exec(NS_SRV, server_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('server.err'), 'w'), universal_newlines=True)
         deadline = time.monotonic() + 60
@@ -516,6 +521,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             client_argv += ['--heartbeat-interval', str(heartbeat)]
         if protocol != 'tcp':
             client_argv += ['--protocol', protocol]
+        if tls:
+            client_argv.append('--tls')
         client_argv += metrics_args.get('client', [])
         result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
@@ -800,6 +807,15 @@ def contenders_table(phases):
     return {'rows': rows, 'engine_vs': ratios, 'lines': lines}
 
 
+def median_run(runs):
+    """Of a phase's runs (all ok), the one with the median rate (the lower middle one
+    of an even count), with every run's rate in 'rates' in the order they ran."""
+    ranked = sorted(runs, key=lambda r: r.get('connections_per_s') or 0)
+    out = dict(ranked[(len(ranked) - 1) // 2])
+    out['rates'] = [r.get('connections_per_s') for r in runs]
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
@@ -818,7 +834,13 @@ def main():
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
     p.add_argument('--sources', type=int, default=0, help='client source aliases (default: '
                    'enough for <= 16,000 connections per tuple)')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='run the engine phases (engine, its variants, the reference engine) this '
+                        'many times, in alternating order, and keep the median rate of each: on a '
+                        'noisy machine a slow spell then hits every contender')
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error('--rounds: give 1 or more')
     host = HostSettings()
     phases = {}
     failed = []
@@ -828,17 +850,21 @@ def main():
     try:
         preflight(args, host)
         wait_settled('start', timeout=30)
-        plan = [('engine', lambda: run_engine(args, host))]
+        engines = [('engine', lambda: run_engine(args, host))]
         if args.heartbeat_interval > 0:
-            plan.append(('engine_heartbeat',
-                         lambda: run_engine(args, host, heartbeat=args.heartbeat_interval)))
+            engines.append(('engine_heartbeat',
+                            lambda: run_engine(args, host, heartbeat=args.heartbeat_interval)))
         if args.metrics:
-            plan.append(('engine_metrics',
-                         lambda: run_engine(args, host, metrics=True, label='engine-metrics')))
+            engines.append(('engine_metrics',
+                            lambda: run_engine(args, host, metrics=True, label='engine-metrics')))
         if args.reference_engine:
-            plan.append(('engine_reference',
-                         lambda: run_engine(args, host, engine=os.path.abspath(args.reference_engine),
-                                            label='engine-reference')))
+            engines.append(('engine_reference',
+                            lambda: run_engine(args, host,
+                                               engine=os.path.abspath(args.reference_engine),
+                                               label='engine-reference')))
+        plan = []
+        for r in range(args.rounds):
+            plan += engines if r % 2 == 0 else engines[::-1]
         if args.baseline:
             plan.append(('baseline', lambda: run_baseline(args, host)))
             cref, why = build_cref(os.path.join('/tmp', 'tbd-bench-cref-%d' % os.getpid()))
@@ -848,11 +874,15 @@ def main():
             else:
                 log('c: %s' % why)
                 phases['c'] = {'phase': 'c', 'ok': None, 'skipped': why}
+        runs = {}
         for name, fn in plan:
             try:
                 phases[name] = fn()
             except BenchError as exc:
                 phases[name] = {'phase': name, 'ok': False, 'error': str(exc)}
+            runs.setdefault(name, []).append(phases[name])
+            if phases[name].get('ok') and len(runs[name]) > 1:
+                phases[name] = median_run(runs[name])
             if not phases[name].get('ok'):
                 failed.append(name)
                 log('phase %s failed: %s'
@@ -892,6 +922,9 @@ def main():
         log('engine vs baseline: %.2fx the rate, %.1fx less user memory, %.2fx less kernel '
             'memory' % (out['ratios_vs_baseline']['rate'], out['ratios_vs_baseline']['user_memory']
                         or 0, out['ratios_vs_baseline']['kernel_memory'] or 0))
+    for name, phase in sorted(phases.items()):
+        if phase.get('rates'):
+            log('%s: connections/s per round %s, the median kept' % (name, phase['rates']))
     out['table'] = contenders_table(phases)
     for line in out['table']['lines']:
         log(line)

@@ -12,8 +12,10 @@ server half answers the protocol (200s, the WebSocket upgrade), the client
 half opens N connections, each one's first answer counted before it counts
 toward the target, and sock_diag verifies the count on both sides. For each
 it prints the rate, the user memory per connection (client and server PSS),
-the CPU us per connection and the ratio against tcp from the same run. TLS is
-not in the engine yet, so it is not measured.
+the CPU us per connection and the ratio against tcp from the same run. With
+--tls each protocol runs again wrapped in TLS (the server half with a
+self-signed P-256 certificate made by openssl for the run, the client
+resuming sessions), against the same tcp.
 
 The last stdout line is one JSON object: {protocol: figures}, ratios.
 """
@@ -22,7 +24,10 @@ import argparse
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,30 +51,50 @@ def figures(phase):
             'error': phase.get('error')}
 
 
+def self_signed(directory):
+    """(certificate, key) files of a self-signed P-256 certificate, made by openssl."""
+    crt, key = os.path.join(directory, 'bench.crt'), os.path.join(directory, 'bench.key')
+    openssl = shutil.which('openssl')
+    if not openssl:
+        raise SystemExit('protocols.py --tls: openssl is missing (apt-get install openssl)')
+    subprocess.run([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', crt,
+                    '-days', '2', '-subj', '/CN=tcpscale-bench'], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return crt, key
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
     p.add_argument('--sources', type=int, default=0)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
+    p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
     args = p.parse_args()
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()
     bench.interrupt_on_sigterm()
     out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv),
-           'protocols': {}, 'tls': 'not measured: the engine has no TLS yet'}
+           'protocols': {}}
+    workdir = tempfile.mkdtemp(prefix='tbd-bench-tls.')
     try:
         bench.preflight(args, host)
+        runs = [(proto, None) for proto in wanted]
+        if args.tls:
+            cert = self_signed(workdir)
+            runs += [(proto, cert) for proto in wanted]
         bench.wait_settled('start', timeout=30)
-        for proto in wanted:
+        for proto, tls in runs:
             try:
-                phase = bench.run_engine(args, host, protocol=proto)
+                phase = bench.run_engine(args, host, protocol=proto, tls=tls)
             except bench.BenchError as exc:
                 phase = {'ok': False, 'error': str(exc)}
-            out['protocols'][proto] = figures(phase)
+            out['protocols'][proto + ('+tls' if tls else '')] = figures(phase)
     except KeyboardInterrupt:
         out['interrupted'] = True
     finally:
+        shutil.rmtree(workdir, ignore_errors=True)
         try:
             bench.remove_namespaces()
         finally:
@@ -79,7 +104,7 @@ def main():
     for proto, f in out['protocols'].items():
         if tcp.get('connections_per_s') and f.get('connections_per_s'):
             f['rate_vs_tcp'] = round(f['connections_per_s'] / tcp['connections_per_s'], 2)
-        rows.append('%-10s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s%s'
+        rows.append('%-14s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s%s'
                     % (proto, f.get('connections_per_s'), f.get('user_bytes_per_conn'),
                        f.get('cpu_us_per_conn'), f.get('rate_vs_tcp', '-'),
                        '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))

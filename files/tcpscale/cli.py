@@ -35,6 +35,9 @@ def add_server(sub):
     s.add_argument('--protocol', choices=PROTOCOLS, default='tcp',
                    help='what to answer: tcp (hold; --echo echoes), http (200 to every '
                         'request), websocket (the upgrade, pongs to pings)')
+    s.add_argument('--tls-cert', metavar='FILE', help='serve TLS with this PEM certificate '
+                   '(with --tls-key)')
+    s.add_argument('--tls-key', metavar='FILE', help='the PEM private key of --tls-cert')
     s.add_argument('--status-file', help='JSON status, rewritten every progress interval')
     s.add_argument('--summary-file', help='final JSON summary (also the last stdout line)')
     s.add_argument('--ready-file', help='written when every endpoint listens')
@@ -100,6 +103,12 @@ def add_client(sub):
     c.add_argument('--http-header', action='append', default=[], metavar='NAME:VALUE',
                    help='an extra request header (repeatable)')
     c.add_argument('--ws-subprotocol', default='', help='Sec-WebSocket-Protocol to ask for')
+    c.add_argument('--tls', action='store_true', help='wrap the protocol in TLS (sessions are '
+                   'resumed); a connection counts once its handshake completed')
+    c.add_argument('--tls-server-name', default='', metavar='NAME',
+                   help='SNI, and the name checked against the certificate with --tls-ca')
+    c.add_argument('--tls-ca', metavar='FILE', help='verify the server\'s certificate against '
+                   'these PEM CA certificates (default: no verification)')
     c.add_argument('--workers', default='auto', help='worker processes (auto: as the fd '
                    'limit requires, at least one per core)')
     c.add_argument('--concurrency', type=int, default=0,

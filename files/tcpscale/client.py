@@ -25,13 +25,15 @@ import time
 
 from . import VERSION
 from . import protocol as proto_mod
+from . import ipplan
+from . import tls as tls_mod
 from .plan import RESERVE_FDS, ClientPlan, tuple_at
 from .metrics import Exporter, Exposition
 from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE,
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
                   F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
                   F_PEAK, F_PID, F_QUOTA, F_RATE, F_REQ_SENT, F_RESP_RECV, F_RTT_SUM_US, F_STATE,
-                  F_STOP, F_TOTAL, HIST_BASE, HIST_PER_E, HIST_SLOTS, PEER_CLOSED, PEER_RESET,
+                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, HIST_BASE, HIST_PER_E, HIST_SLOTS, PEER_CLOSED, PEER_RESET,
                   SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED, ST_STARTING,
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge, hist_summary,
                   publish_cpu, publish_statuses, status_counts)
@@ -107,6 +109,10 @@ class ClientWorker(object):
         self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
         self.greeting = self.no_answer = 0                      # first answers outstanding, never came
         self.rbufs = [bytearray(65536)]
+        self.tls = plan.tls                                     # an SSLContext, or None
+        self.tlss = {} if plan.tls is not None else None        # fd -> tls.Conn
+        self.sessions = {}                                      # destination -> TLS session
+        self.tls_done = self.tls_resumed = self.tls_failed = 0
         self.retries = args.retries
         self.timeout = args.timeout
         self.freebind = getattr(args, 'freebind', False)
@@ -285,7 +291,8 @@ class ClientWorker(object):
         est = self.est
         opened = 0
         hb_recv = 0
-        speaks = self.proto != 'tcp'
+        speaks = self.proto != 'tcp' or self.tls is not None
+        tls = self.tls
         for fd, ev in events:
             st = inflight_pop(fd, None)
             if st is not None:
@@ -300,7 +307,9 @@ class ClientWorker(object):
                     lat_us += us
                     i = int(log(us + 1.0) * HIST_PER_E) if us > 0 else 0
                     q[conn_hist + (i if i < last_bucket else last_bucket)] += 1
-                    if speaks:
+                    if tls is not None:
+                        self.tls_start(fd, st[3], now)
+                    elif speaks:
                         self.greet(fd, st[3], now)
                 continue
             if fd == wake_r:
@@ -348,12 +357,65 @@ class ClientWorker(object):
             req = head + key + tail
             accept = proto_mod.ws_accept(key)
         try:
-            os.write(fd, req)
+            self.send(fd, req)
         except OSError:
             return                  # the read side sees the end
         self.readers[fd] = proto_mod.Reader(now, False, accept)
         self.req_sent += 1
         self.greeting += 1
+
+    # --- TLS (plan.tls): the handshake counts as the first answer
+    def tls_start(self, fd, dst, now):
+        """Established: start the TLS handshake, offering the destination's session."""
+        conn = tls_mod.Conn(self.tls, fd, False, now, dst, self.plan.tls_server_name,
+                            self.sessions.get(dst))
+        self.tlss[fd] = conn
+        self.greeting += 1
+        try:
+            conn.handshake()
+        except tls_mod.ssl.SSLError as exc:
+            self.tls_error(conn, exc)
+
+    def tls_error(self, conn, exc):
+        """A handshake failed: counted (a protocol error), no longer awaited; the
+        connection stays held until the peer ends it, as after a failing answer."""
+        if not self.tls_failed:
+            log('worker: TLS handshake with %s failed: %s'
+                % (ipplan.endpoint_text(conn.dst[0], conn.dst[1]), getattr(exc, 'reason', None) or exc))
+        self.tls_failed += 1
+        conn.done = None
+        self.greeting -= 1
+
+    def tls_feed(self, fd, conn, data, now):
+        """Ciphertext that arrived on fd: the plaintext in it (b'' when none)."""
+        if conn.done is None:
+            return b''              # failed or expired: nothing more is read from it
+        try:
+            completed, data = conn.feed(data)
+        except tls_mod.ssl.SSLError as exc:
+            self.tls_error(conn, exc)
+            return b''
+        if completed:
+            self.greeting -= 1
+            self.tls_done += 1
+            if conn.obj.session_reused:
+                self.tls_resumed += 1
+            if self.proto != 'tcp':
+                self.greet(fd, conn.dst, now)
+        if conn.dst not in self.sessions and conn.done:
+            session = conn.session()
+            if session is not None:
+                self.sessions[conn.dst] = session
+        return data
+
+    def send(self, fd, data):
+        """Write data to the peer of fd: through TLS when the run speaks it."""
+        if self.tlss is None:
+            os.write(fd, data)
+            return
+        conn = self.tlss.get(fd)
+        if conn is not None and conn.done:
+            conn.send(data)
 
     def on_data(self, fd, n, now):
         """n bytes arrived on fd (in rbufs[0]): feed the answer it waits for.
@@ -367,15 +429,28 @@ class ClientWorker(object):
             except OSError:
                 break
             data += bytes(memoryview(self.rbufs[0])[:n])
+        if self.tlss is not None:
+            conn = self.tlss.get(fd)
+            if conn is not None:
+                data = self.tls_feed(fd, conn, data, now)
+                if not data:
+                    return 0
         r = self.readers.get(fd)
         if r is None:
+            if self.proto == 'tcp':
+                # the echo of a heartbeat, through TLS
+                t = self.hb_pending.pop(fd, None)
+                if t is None:
+                    return 0
+                hist_add(self.q, self.hist_base, now - t, self.rtt_sum)
+                return 1
             if self.proto != 'websocket':
                 return 0            # nothing asked for: ignored
             # websocket frames: pongs to our pings, pings of the server (answered)
             answer, pongs = proto_mod.ws_answer_pings(data, client=True)
             if answer:
                 try:
-                    os.write(fd, answer)
+                    self.send(fd, answer)
                 except OSError:
                     pass
             t = self.hb_pending.pop(fd, None) if pongs else None
@@ -440,6 +515,10 @@ class ClientWorker(object):
         r = self.readers.pop(fd, None)
         if r is not None and not r.heartbeat:
             self.greeting -= 1
+        if self.tlss is not None:
+            conn = self.tlss.pop(fd, None)
+            if conn is not None and conn.done is False:
+                self.greeting -= 1          # its handshake was still awaited
         try:
             os.close(fd)
         except OSError:
@@ -459,6 +538,13 @@ class ClientWorker(object):
                 del inflight[fd]
                 os.close(fd)
                 self.fail(st[0], st[1], errno.ETIMEDOUT, now)
+        if self.greeting and self.tlss:
+            # handshakes that did not complete within --timeout: no answer came
+            for conn in self.tlss.values():
+                if conn.done is False and conn.started <= limit:
+                    conn.done = None
+                    self.greeting -= 1
+                    self.no_answer += 1
         if self.greeting:
             # first answers that did not come within --timeout: counted, no longer awaited
             for fd, r in list(self.readers.items()):
@@ -486,6 +572,9 @@ class ClientWorker(object):
         payload = self.plan.payload
         hb_pending = self.hb_pending
         proto, readers = self.proto, self.readers
+        tlss = self.tlss
+        if tlss is not None:
+            write = self.send
         cursor = self.hb_cursor
         sent = 0
         for _i in range(k):
@@ -495,6 +584,8 @@ class ClientWorker(object):
             cursor += 1
             if fd in readers:
                 continue            # the last answer (or the upgrade's) is not in yet
+            if tlss is not None and not getattr(tlss.get(fd), 'done', False):
+                continue            # no TLS session on it (yet)
             if proto == 'http':
                 payload = self.request_of(fd)
             elif proto == 'websocket':
@@ -531,6 +622,10 @@ class ClientWorker(object):
         q[b + F_DROP_RST] = self.drop_rst
         q[b + F_HB_SENT] = self.hb_sent
         q[b + F_HB_RECV] = self.hb_recv
+        if self.tlss is not None:
+            q[b + F_TLS_DONE] = self.tls_done
+            q[b + F_TLS_RESUMED] = self.tls_resumed
+            q[b + F_TLS_FAILED] = self.tls_failed
         if self.done:
             return
         if self.next_g >= self.end_g and not self.inflight and not self.retry_heap \
@@ -638,18 +733,36 @@ class ClientRun(object):
             n = self.total_of(field)
             if n:
                 out[kind] = n
+        if self.plan.tls is not None and self.total_of(F_TLS_FAILED):
+            out[proto_mod.TLS_FAILED] = self.total_of(F_TLS_FAILED)
         ws = self.plan.protocol == 'websocket'
         for code, n in status_counts(self.q, range(self.started)).items():
             if (ws and code != 101) or (not ws and code >= 400):
                 out['http_%d' % code] = n
         return out
 
+    def tls_summary(self):
+        """Handshakes completed, resumed and failed; None without TLS."""
+        plan = self.plan
+        if plan.tls is None:
+            return None
+        return {'handshakes': self.total_of(F_TLS_DONE), 'resumed': self.total_of(F_TLS_RESUMED),
+                'failed': self.total_of(F_TLS_FAILED),
+                'server_name': plan.tls_server_name or None,
+                'verified': plan.tls.verify_mode == tls_mod.ssl.CERT_REQUIRED}
+
     def protocol_summary(self):
+        tls = self.tls_summary()
         if self.plan.protocol == 'tcp':
-            return {'name': 'tcp'}
+            if tls is None:
+                return {'name': 'tcp'}
+            errors = self.protocol_errors()
+            return {'name': 'tcp', 'tls': tls, 'errors': errors,
+                    'errors_total': sum(errors.values())}
         statuses = status_counts(self.q, range(self.started))
         errors = self.protocol_errors()
-        return {'name': self.plan.protocol, 'requests_sent': self.total_of(F_REQ_SENT),
+        return {'name': self.plan.protocol, 'tls': tls,
+                'requests_sent': self.total_of(F_REQ_SENT),
                 'responses': self.total_of(F_RESP_RECV),
                 'responses_by_status': dict((str(k), v) for k, v in sorted(statuses.items())),
                 'responses_by_class': self.by_class(statuses),
@@ -786,7 +899,8 @@ class ClientRun(object):
         slots = range(self.started)
         m = Exposition('tcpscale_client_')
         m.add('info', 'gauge', 'The engine version and the protocol, as labels.',
-              samples=[({'version': VERSION, 'protocol': plan.protocol}, 1)])
+              samples=[({'version': VERSION, 'protocol': plan.protocol,
+                         'tls': 'true' if plan.tls is not None else 'false'}, 1)])
         m.add('running', 'gauge', '1 while the client half runs, 0 once it stopped.',
               1 if running else 0)
         m.add('start_time_seconds', 'gauge', 'When the half started (Unix time).',
@@ -802,6 +916,11 @@ class ClientRun(object):
         m.add('errors_total', 'counter', 'Errors by kind: connect errno, peer_closed and '
               'peer_reset (held connections ended by the peer), protocol errors.',
               samples=[({'kind': k}, v) for k, v in sorted(errs.items())])
+        if plan.tls is not None:
+            m.add('tls_handshakes_total', 'counter', 'TLS handshakes completed.',
+                  self.total_of(F_TLS_DONE))
+            m.add('tls_resumed_total', 'counter', 'TLS handshakes that resumed a session.',
+                  self.total_of(F_TLS_RESUMED))
         if plan.protocol != 'tcp':
             m.add('responses_total', 'counter', 'Answers read, by HTTP status code.',
                   samples=[({'code': str(c)}, n)

@@ -15,6 +15,7 @@ import socket
 
 from . import ipplan
 from . import protocol
+from . import tls as tls_mod
 from .system import (Usage, cpu_count, local_port_range, probe_addresses, raise_nofile,
                      read_sysctl)
 
@@ -248,6 +249,16 @@ class ClientPlan(object):
         self.quotas, self.starts = split_quota(self.target, self.workers)
         self.payload = b'h' * args.heartbeat_size
         self.plan_protocol(args)
+        self.tls = None
+        self.tls_server_name = getattr(args, 'tls_server_name', '') or ''
+        if getattr(args, 'tls', False):
+            if any(c.isspace() or c in '/\\' for c in self.tls_server_name):
+                raise Usage('--tls-server-name %r: give a host name or an address'
+                            % self.tls_server_name)
+            self.tls = tls_mod.client_context(getattr(args, 'tls_ca', None),
+                                              self.tls_server_name)
+        elif getattr(args, 'tls_ca', None) or self.tls_server_name:
+            raise Usage('--tls-ca and --tls-server-name need --tls')
 
     def plan_protocol(self, args):
         """The request of each destination (http), or its upgrade request's parts (websocket)."""
@@ -340,6 +351,10 @@ class ServerPlan(object):
          self.holders_per_group) = server_layout(self.endpoints, lanes, self.cap, fmax)
         self.somaxconn = int(read_sysctl('/proc/sys/net/core/somaxconn', '4096') or 4096)
         self.backlog = args.backlog
+        cert, key = getattr(args, 'tls_cert', None), getattr(args, 'tls_key', None)
+        if bool(cert) != bool(key):
+            raise Usage('--tls-cert and --tls-key go together (the certificate and its key)')
+        self.tls = tls_mod.server_context(cert, key) if cert else None
 
     def endpoint(self, e):
         a = self.addrs[e // self.nports]

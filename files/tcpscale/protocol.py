@@ -28,6 +28,7 @@ MAX_HEAD = 16384            # response heads longer than this are a protocol err
 BAD_ACCEPT = 'ws_bad_accept'
 BAD_RESPONSE = 'http_bad_response'
 NO_ANSWER = 'no_answer'         # the first request was not answered within the connect timeout
+TLS_FAILED = 'tls_failed'      # a TLS handshake failed (certificate not verified, protocol error)
 
 
 def http_request(method, path, host, headers=(), extra=()):

@@ -23,11 +23,13 @@ import time
 
 from . import VERSION
 from . import protocol
+from . import tls as tls_mod
 from .metrics import Exporter, Exposition
 from .plan import RESERVE_FDS, ServerPlan
 from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECHO_BYTES,
                   F_ERR_INDEX, F_ERRNO, F_EST, F_LANE, F_LISTEN, F_LOST_HELD, F_LOST_NS,
-                  F_LOST_STATUS, F_NHOLDERS, F_PEAK, F_PID, F_STATE, F_TOTAL, F_WANT, SLOT_WORDS,
+                  F_LOST_STATUS, F_NHOLDERS, F_PEAK, F_PID, F_STATE, F_TLS_DONE, F_TLS_FAILED,
+                  F_TOTAL, F_WANT, SLOT_WORDS,
                   ST_ACTIVE, ST_EXITED, ST_FAILED, ST_HOLDING, ST_LOST, ST_STARTING, STATE_NAMES,
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, publish_cpu)
 from .supervisor import Supervisor, finish, fork_worker
@@ -297,6 +299,16 @@ class Holder(object):
         self.echo = args.echo or self.protocol != 'tcp'
         self.answer = None if self.protocol == 'tcp' else self.answer_http \
             if self.protocol == 'http' else self.answer_websocket
+        # TLS: every read goes through the connection's tls.Conn; the protocol's answer
+        # (or the echo) is computed on the plaintext and written back encrypted
+        self.tls = plan.tls
+        self.tlss = None
+        if plan.tls is not None:
+            self.tlss = {}
+            self.plain_answer = self.answer
+            self.answer = self.answer_tls
+            self.echo = True            # the handshake is answered, echo or not
+            self.plain_echo = args.echo or self.protocol != 'tcp'
         self.upgraded = array.array('b', [0]) * (plan.nofile + 2) \
             if self.protocol == 'websocket' else None
         self.response = protocol.http_response()
@@ -334,7 +346,7 @@ class Holder(object):
         fds, pos, epof = self.fds, self.pos, self.epof
         fds_append = fds.append
         cap, ask_at, echo, answer = self.cap, self.ask_at, self.echo, self.answer
-        upgraded = self.upgraded
+        upgraded, tlss = self.upgraded, self.tlss
         rbufs, rview = self.rbufs, self.rview
         readv, write, close = os.readv, os.write, os.close
         accept4, flags4 = self.accept4, SOCK_NONBLOCK | SOCK_CLOEXEC
@@ -383,7 +395,7 @@ class Holder(object):
                     n = 0
                 if n and echo:
                     try:
-                        write(fd, rview[:n] if answer is None else answer(fd, n))
+                        write(fd, rview[:n] if answer is None else answer(fd, rview[:n]))
                         echo_bytes += n
                     except OSError:
                         n = 0
@@ -401,6 +413,8 @@ class Holder(object):
                     closed += 1
                     if upgraded is not None:
                         upgraded[fd] = 0
+                    if tlss is not None:
+                        tlss.pop(fd, None)
                     close(fd)
             if held > peak:
                 peak = held
@@ -420,18 +434,41 @@ class Holder(object):
                 if self.orphaned():
                     break
 
-    # --- the application protocol: what to write back for n bytes read on fd
-    def answer_http(self, _fd, n):
+    # --- the application protocol: what to write back for the data read on fd
+    def answer_http(self, _fd, data):
         """A 200 for every request head that arrived (keep-alive)."""
-        return self.response * bytes(self.rview[:n]).count(b'\r\n\r\n')
+        return self.response * bytes(data).count(b'\r\n\r\n')
 
-    def answer_websocket(self, fd, n):
+    def answer_websocket(self, fd, data):
         """The 101 to the upgrade (400 to anything else), then a pong to every ping."""
-        data = bytes(self.rview[:n])
+        data = bytes(data)
         if not self.upgraded[fd]:
             self.upgraded[fd] = 1
             return protocol.ws_handshake_response(data) or protocol.BAD_REQUEST
         return protocol.ws_answer_pings(data)[0]
+
+    def answer_tls(self, fd, data):
+        """Ciphertext read on fd: the handshake's next flight, then the protocol's
+        answer (or the echo) to the plaintext, encrypted. The handshake's own writes
+        go out as they are made (tls.Conn.flush); this returns b''."""
+        conn = self.tlss.get(fd)
+        if conn is None:
+            conn = self.tlss[fd] = tls_mod.Conn(self.tls, fd, True)
+        if conn.done is None:
+            return b''                  # the handshake failed: the client ends it
+        try:
+            completed, plain = conn.feed(bytes(data))
+        except tls_mod.ssl.SSLError:
+            conn.done = None
+            self.q[self.b + F_TLS_FAILED] += 1
+            return b''
+        if completed:
+            self.q[self.b + F_TLS_DONE] += 1
+        if plain and self.plain_echo:
+            out = plain if self.plain_answer is None else self.plain_answer(fd, plain)
+            if out:
+                conn.send(out)
+        return b''
 
     def orphaned(self):
         """Every half second: publish the CPU time; whether the keeper is gone."""
@@ -615,6 +652,8 @@ class ServerRun(object):
                 'accepted_total': self.field_sum(F_TOTAL),
                 'closed_total': self.field_sum(F_DROPPED),
                 'echo_bytes': self.field_sum(F_ECHO_BYTES),
+                'tls': {'handshakes': self.field_sum(F_TLS_DONE),
+                        'failed': self.field_sum(F_TLS_FAILED)} if plan.tls is not None else None,
                 'cpu': {'workers_user_s': round(self.field_sum(F_CPU_USER_US) / 1e6, 3),
                         'workers_sys_s': round(self.field_sum(F_CPU_SYS_US) / 1e6, 3)},
                 'errors': self.errors(), 'pids': self.pids(), 'lost_workers': sup.lost,
@@ -656,7 +695,8 @@ class ServerRun(object):
         plan, sup = self.plan, self.sup
         m = Exposition('tcpscale_server_')
         m.add('info', 'gauge', 'The engine version and the protocol, as labels.',
-              samples=[({'version': VERSION, 'protocol': self.args.protocol}, 1)])
+              samples=[({'version': VERSION, 'protocol': self.args.protocol,
+                         'tls': 'true' if plan.tls is not None else 'false'}, 1)])
         m.add('running', 'gauge', '1 while the server half runs, 0 once it stopped.',
               1 if running else 0)
         m.add('start_time_seconds', 'gauge', 'When the half started (Unix time).',

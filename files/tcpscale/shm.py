@@ -32,6 +32,9 @@ F_DROP_RST, F_LOST_STATUS, F_LOST_NS, F_LOST_HELD = range(29, 33)
 F_REQ_SENT, F_RESP_RECV, F_BAD_RESPONSE, F_BAD_ACCEPT, F_NO_ANSWER = range(33, 38)
 # The sums (us) of the samples in the two histograms (Prometheus wants _sum).
 F_RTT_SUM_US, F_CONNECT_SUM_US = range(38, 40)
+# TLS: handshakes completed, of which resumed sessions, handshakes that failed
+# (a certificate not verified, a protocol error); the server counts the first.
+F_TLS_DONE, F_TLS_RESUMED, F_TLS_FAILED = range(40, 43)
 ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
 HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
 HIST_PER_E = 20

@@ -476,4 +476,5 @@ def build(variables, servers, clients, host_inputs=None, resolve=None):
             'endpoints': [ipplan.endpoint_text(a, port) for a, port in p.service],
             'addresses': sorted(set(a for a, _port in p.service)), 'ports': service_ports},
         'protocol': variables.get('client_protocol') or 'tcp',
+        'tls': bool(variables.get('client_tls')),
     }

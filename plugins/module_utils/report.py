@@ -652,6 +652,10 @@ def protocol_totals(entries):
         for key in ('responses_by_status', 'responses_by_class', 'errors'):
             for k, v in (p.get(key) or {}).items():
                 out[key][k] = out[key].get(k, 0) + int(_num(v))
+        if isinstance(p.get('tls'), dict):
+            tls = out.setdefault('tls', {'handshakes': 0, 'resumed': 0, 'failed': 0})
+            for key in ('handshakes', 'resumed', 'failed'):
+                tls[key] += int(_num(p['tls'].get(key)))
     return out
 
 

@@ -64,6 +64,7 @@ class _Host(object):
         self.listeners = (len(plan['servers'][host]['addresses']) * plan['server_port_count']
                           if host in plan['servers'] else 0)
         self.port_range = plan['port_range']
+        self.tls = bool(plan.get('tls'))
 
 
 class _Values(object):
@@ -92,11 +93,21 @@ def _memory(h, kernel, v, values, host):
     ubpc = int(v['tuning_user_bytes_per_connection'])
     kernel_bytes = int(h.sockets * kbpc / 2.0)
     user_bytes = int(h.sockets * ubpc / 2.0)
-    needed = kernel_bytes + user_bytes
+    tls_bytes = 0
+    tls_text = ''
+    if h.tls:
+        # TLS in Python: the SSLObject and OpenSSL's state of each end, measured apart
+        cli_b = int(v.get('tuning_tls_client_bytes_per_connection') or 0)
+        srv_b = int(v.get('tuning_tls_server_bytes_per_connection') or 0)
+        tls_bytes = h.cli * cli_b + h.srv * srv_b
+        tls_text = ' + TLS (%s client ends x %s B + %s server ends x %s B)' % (
+            fmt(h.cli), fmt(cli_b), fmt(h.srv), fmt(srv_b))
+    needed = kernel_bytes + user_bytes + tls_bytes
     memory = {'ends': h.sockets, 'kernel_bytes': kernel_bytes, 'user_bytes': user_bytes,
+              'tls_bytes': tls_bytes,
               'needed_bytes': needed, 'available_bytes': None, 'limit_bytes': None, 'ok': True}
-    text = ('%s connection ends x (%s kernel + %s user bytes per connection) / 2 = %s MiB'
-            % (fmt(h.sockets), fmt(kbpc), fmt(ubpc), fmt(needed / 1048576)))
+    text = ('%s connection ends x (%s kernel + %s user bytes per connection) / 2%s = %s MiB'
+            % (fmt(h.sockets), fmt(kbpc), fmt(ubpc), tls_text, fmt(needed / 1048576)))
     available_kb = kernel.get('mem_available_kb')
     if available_kb is not None:
         avail = int(available_kb) * 1024

@@ -198,6 +198,8 @@ def _check_tuning(c):
     c.choice('tuning_unavailable', ('auto', 'fail', 'warn'))
     c.number('tuning_kernel_bytes_per_connection', 0)
     c.number('tuning_user_bytes_per_connection', 0)
+    c.number('tuning_tls_client_bytes_per_connection', 0)
+    c.number('tuning_tls_server_bytes_per_connection', 0)
     c.number('tuning_memory_fraction', above=0, maximum=1, fix='give a fraction such as 0.85')
     c.zero_or('tuning_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to compute it, or %d to %d (what fs.nr_open can take)'
@@ -245,6 +247,7 @@ def _check_halves(c):
     c.number('client_heartbeat_interval', 0)
     size = c.integer('client_heartbeat_size', 1, 65536)
     _check_protocol(c, size)
+    _check_tls(c)
     c.zero_or('client_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to take the tuning role\'s value, or up to fs.nr_open\'s maximum')
     c.number('client_progress_interval', above=0)
@@ -289,6 +292,34 @@ def _check_protocol(c, size):
     given = c.v.get('testbed_service_endpoints')
     if given is not None and not isinstance(given, list):
         c.fail('testbed_service_endpoints', 'is not a list', 'give a list like ["10.240.0.1:8080"]')
+
+
+def _check_tls(c):
+    """client_tls and its verification: a CA file on the controller, a one-word name."""
+    on = _flag(c, 'client_tls')
+    verify = _flag(c, 'client_tls_verify')
+    name = str(c.v.get('client_tls_server_name') or '')
+    if name and (re.search(r'[\s,/\\]', name) or name.startswith('-')):
+        c.fail('client_tls_server_name', '%r is not a host name or an address' % name,
+               'give one name, like www.example.com')
+    ca = str(c.v.get('client_tls_ca_file') or '')
+    if verify and not on:
+        c.fail('client_tls_verify', 'is on but client_tls is off', 'set client_tls: true, or '
+               'client_tls_verify: false')
+    if on and verify and not ca:
+        c.fail('client_tls_verify', 'verification needs the CA certificates to verify against',
+               'set client_tls_ca_file to a PEM file on the controller')
+    elif ca and verify and not os.path.isfile(os.path.expanduser(ca)):
+        c.fail('client_tls_ca_file', '%r is not a file on the controller' % ca,
+               'give the path of a PEM file of CA certificates')
+
+
+def _flag(c, name):
+    """A boolean variable, as Ansible reads one (yes/no, true/false, 1/0)."""
+    value = c.v.get(name)
+    if isinstance(value, str):
+        return value.strip().lower() in ('yes', 'on', 'true', '1', 'y', 't')
+    return bool(value)
 
 
 def _check_metrics(c):

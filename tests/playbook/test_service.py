@@ -12,11 +12,14 @@ nginx this test starts (2 workers, worker_rlimit_nofile under the 20,000
 hard limit here), verified on nginx's side by sock_diag in the host's own
 namespace, with the 200s counted; an nginx that closes idle connections
 (client_header_timeout) makes the run fail with the drops in the report;
+10,000 HTTP keep-alive connections over TLS to the same nginx (a certificate
+this test makes, verified by the clients against its CA, sessions resumed);
 teardown leaves the host as it was.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -33,7 +36,20 @@ from test_site import pristine  # noqa: F401 pylint: disable=unused-import
 NGINX = shutil.which('nginx') or '/usr/sbin/nginx'
 SERVER_ADDR = '10.240.0.1'       # the host's end of the veth pair (topology_netns_server_cidr)
 PORT = 8080
+TLS_PORT = 8443
 TARGET = 30000
+TLS_TARGET = 10000
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_certs():
+    """tests/engine/certs.py: a CA and the certificates it signs (cryptography)."""
+    spec = importlib.util.spec_from_file_location(
+        'engine_certs', os.path.join(os.path.dirname(HERE), 'engine', 'certs.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason='needs root (namespaces, sysctls)'),
@@ -58,21 +74,34 @@ http {{
         root {dir}/www;
         location / {{ index index.html; }}
     }}
-}}
+{tls}}}
+'''
+
+TLS_SERVER = '''    ssl_session_cache shared:SSL:50m;
+    server {{
+        listen {port} ssl reuseport backlog=65535;
+        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        root {dir}/www;
+        location / {{ index index.html; }}
+    }}
 '''
 
 
 class Nginx(object):
     """nginx started in the foreground from a temporary directory, stopped with SIGQUIT."""
 
-    def __init__(self, directory, header_timeout='60s'):
+    def __init__(self, directory, header_timeout='60s', tls=None):
+        """tls: (certificate, key) files to serve TLS on TLS_PORT too."""
         self.dir = str(directory)
         os.makedirs(os.path.join(self.dir, 'www'), exist_ok=True)
         with open(os.path.join(self.dir, 'www', 'index.html'), 'w') as f:
             f.write('scalelab\n')
         self.conf = os.path.join(self.dir, 'nginx.conf')
         with open(self.conf, 'w') as f:
-            f.write(CONFIG.format(dir=self.dir, port=PORT, header_timeout=header_timeout))
+            f.write(CONFIG.format(dir=self.dir, port=PORT, header_timeout=header_timeout,
+                                  tls=TLS_SERVER.format(port=TLS_PORT, crt=tls[0], key=tls[1],
+                                                        dir=self.dir) if tls else ''))
         self.proc = None
 
     def start(self):
@@ -176,6 +205,34 @@ def test_nginx_closing_held_connections_fails_the_run(pristine, tmp_path):
     assert not r['verified_ok']
     assert r['dropped'] > 0 and r['errors'].get('peer_closed', 0) > 0, r['errors']
     assert any('ended by the peer' in reason or 'lost' in reason for reason in r['reasons']), r['reasons']
+
+
+def test_https_keepalive_to_nginx_is_verified_and_resumes_sessions(pristine, tmp_path):
+    certs = load_certs()
+    ca = certs.make(str(tmp_path), 'ca')
+    crt, key = certs.make(str(tmp_path), 'nginx', [SERVER_ADDR, 'nginx.test'], ca)
+    server = Nginx(tmp_path / 'tls', tls=(crt, key)).start()
+    try:
+        rc, out = playbook(['site.yml', '-e', 'testbed_connections=%d' % TLS_TARGET,
+                            '-e', 'client_hold=3', '-e', 'client_protocol=http',
+                            '-e', '{"testbed_service_endpoints": ["%s:%d"]}' % (SERVER_ADDR, TLS_PORT),
+                            '-e', '{"client_tls": true, "client_tls_verify": true}',
+                            '-e', 'client_tls_ca_file=%s' % ca[0],
+                            '-e', 'client_tls_server_name=nginx.test'], pristine['reports'])
+    finally:
+        server.stop()
+    assert rc == 0, out[-6000:]
+    r = report(pristine)
+    assert r['verified_ok'], r['reasons']
+    assert r['verified_server_side'] >= TLS_TARGET and r['verified_end_server_side'] >= TLS_TARGET
+    assert r['protocol']['responses_by_status'].get('200', 0) >= TLS_TARGET
+    with open(os.path.join(pristine['reports'], 'latest', 'hosts', 'localhost.client.json')) as f:
+        tls = json.load(f)['protocol']['tls']
+    print('nginx over TLS: %s' % tls)
+    assert tls['verified'] is True and tls['server_name'] == 'nginx.test'
+    assert tls['handshakes'] == TLS_TARGET and tls['failed'] == 0
+    # nginx's session cache (and tickets) let the handshakes after the first resume
+    assert tls['resumed'] >= TLS_TARGET // 2, tls
 
 
 def test_teardown_puts_the_host_back(pristine):

@@ -116,6 +116,7 @@ def pristine(tmp_path_factory):
     ('client_hold_tolerance=1.5', 'client_hold_tolerance'),
     ('client_metrics_listen=127.0.0.1', 'client_metrics_listen'),
     ('server_metrics_dir=/nonexistent/textfile', 'server_metrics_dir'),
+    ('client_tls=true client_tls_verify=true', 'client_tls_verify'),
 ])
 def test_bad_variables_fail_in_validation_before_any_change(pristine, extra, name):
     rc, out = playbook(['site.yml', '-e', extra], pristine['reports'])

@@ -374,3 +374,29 @@ def test_metrics_variables_that_are_fine_pass():
                                   server_metrics_listen='[::1]:9464',
                                   client_metrics_dir='/var/lib/node_exporter'), ['h'], ['h'])
     assert plan['ok'], plan['errors']
+
+
+@pytest.mark.parametrize('variables, message', [
+    ({'client_tls': True, 'client_tls_verify': True},
+     'client_tls_verify: verification needs the CA certificates to verify against'),
+    ({'client_tls_verify': True}, 'client_tls_verify: is on but client_tls is off'),
+    ({'client_tls': True, 'client_tls_verify': True, 'client_tls_ca_file': '/nonexistent/ca.pem'},
+     "client_tls_ca_file: '/nonexistent/ca.pem' is not a file on the controller"),
+    ({'client_tls': True, 'client_tls_server_name': 'a b'},
+     "client_tls_server_name: 'a b' is not a host name or an address"),
+])
+def test_bad_tls_variables_name_the_variable_and_the_fix(variables, message):
+    plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+    assert not plan['ok']
+    assert any(message in e and 'fix:' in e for e in plan['errors']), plan['errors']
+
+
+def test_tls_variables_that_are_fine_pass_and_the_plan_carries_tls(tmp_path):
+    ca = tmp_path / 'ca.pem'
+    ca.write_text('-----BEGIN CERTIFICATE-----\n')
+    plan = pl.build(role_defaults(client_tls='yes', client_tls_verify=True,
+                                  client_tls_ca_file=str(ca), client_tls_server_name='www.example.com'),
+                    ['h'], ['h'])
+    assert plan['ok'], plan['errors']
+    assert plan['tls'] is True
+    assert pl.build(role_defaults(), ['h'], ['h'])['tls'] is False

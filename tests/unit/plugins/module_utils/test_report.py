@@ -521,3 +521,10 @@ def test_the_last_rate_bin_ends_with_the_data():
     # 1 s samples, then a last one 0.5 s later: 30 in that half second is 60/s
     assert rp.rate_series([[[0, 0], [1, 100], [2, 200], [2.5, 230]]]) == \
         [[1, 100.0], [2, 100.0], [2.5, 60.0]]
+
+
+def test_tls_handshakes_are_added_up_over_the_clients():
+    entries = [{'protocol': {'name': 'http', 'tls': {'handshakes': 10, 'resumed': 8, 'failed': 1}}},
+               {'protocol': {'name': 'http', 'tls': {'handshakes': 5, 'resumed': 5, 'failed': 0}}}]
+    assert rp.protocol_totals(entries)['tls'] == {'handshakes': 15, 'resumed': 13, 'failed': 1}
+    assert 'tls' not in rp.protocol_totals([{'protocol': {'name': 'tcp'}}])

@@ -123,3 +123,16 @@ def test_nofile_is_capped_where_the_host_cannot_raise_a_hard_limit():
     # with the capability the computed value stands
     kern['nofile']['cap_sys_resource'] = True
     assert tuning_of(plan, 'h', kern)['nofile'] == 262144
+
+
+def test_tls_adds_its_measured_bytes_per_end_to_the_memory_preflight():
+    plain = tuning_of(plan_of(100000, ['h'], ['h']), 'h')
+    tls = tuning_of(plan_of(100000, ['h'], ['h'], client_tls=True), 'h')
+    assert plain['memory']['tls_bytes'] == 0
+    assert tls['memory']['tls_bytes'] == 100000 * 32000 + 100000 * 18000
+    assert tls['memory']['needed_bytes'] == plain['memory']['needed_bytes'] + 5000000000
+    assert ' + TLS (100,000 client ends x 32,000 B + 100,000 server ends x 18,000 B)' \
+        in tls['memory']['text']
+    # 1,000,000 over TLS does not fit in 24 GiB: the preflight says so with the arithmetic
+    big = tuning_of(plan_of(1000000, ['h'], ['h'], client_tls=True), 'h')
+    assert not big['ok'] and 'TLS (1,000,000 client ends' in big['errors'][0]
