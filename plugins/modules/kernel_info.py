@@ -14,7 +14,8 @@ description:
     memory available, the conntrack hash size, whether the module runs in a container, whether
     systemd is the running system manager, this process's nofile limits and capabilities, and
     whether the kernel lets a socket bind an address that is on no interface (C(IP_FREEBIND),
-    what C(topology_client_sources=anyip) needs).
+    what C(topology_client_sources=anyip) needs), and the processes listening on given ports with
+    their nofile limits (a service under test).
   - Changes nothing. The tuning role computes its values from what this returns
     (C(plugins/module_utils/tuning.py)).
 author:
@@ -30,6 +31,18 @@ options:
       - By default the keys the tuning role reads.
     type: list
     elements: str
+  connections:
+    description: Connections the listeners of O(listener_ports) are to hold, for RV(listener_warnings); 0 warns of nothing.
+    type: int
+    default: 0
+  listener_ports:
+    description:
+      - TCP ports whose listening processes to read (in O(netns) when given), for RV(listeners),
+        the processes of a service under test, whose nofile limits cap the run.
+      - Each from 1 to 65535. Empty reads none.
+    type: list
+    elements: int
+    default: []
 attributes:
   check_mode:
     support: full
@@ -37,7 +50,7 @@ attributes:
   diff_mode:
     support: none
 requirements:
-  - pyroute2 (only with O(netns))
+  - pyroute2 (only with O(netns) or O(listener_ports))
 seealso:
   - module: scalelab.testbed.sysctls
 '''
@@ -47,6 +60,11 @@ EXAMPLES = r'''
   scalelab.testbed.kernel_info:
   register: kernel
 
+- name: The processes listening on the ports of a service under test, with their nofile limits
+  scalelab.testbed.kernel_info:
+    keys: [net.core.somaxconn]
+    listener_ports: [8080, 8443]
+  register: service_host
 - name: The port range inside a namespace
   scalelab.testbed.kernel_info:
     netns: tb-client
@@ -103,6 +121,22 @@ freebind:
   returned: always
   type: dict
   sample: {"ipv4": true, "ipv6": true, "error": null}
+listeners:
+  description:
+    - The processes holding a socket that listens on one of O(listener_ports), sorted by pid
+      (empty without O(listener_ports)). C(hands_down) marks a process whose children hold the
+      same sockets (nginx's master), which accepts nothing itself. C(nofile_soft) is null when
+      unlimited.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"pid": 4242, "ppid": 4241, "comm": "nginx", "ports": [8080], "nofile_soft": 19000,
+            "nofile_hard": 19000, "open_files": 12, "hands_down": false}]
+listener_warnings:
+  description: Sentences with the figures when the accepting processes can open fewer files than O(connections).
+  returned: always
+  type: list
+  elements: str
 release:
   description: The kernel release.
   returned: always
@@ -117,11 +151,12 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import limits as lm
+from ansible_collections.scalelab.testbed.plugins.module_utils import listeners as ls
 from ansible_collections.scalelab.testbed.plugins.module_utils import netns as ns
 from ansible_collections.scalelab.testbed.plugins.module_utils import sysctl as sc
 from ansible_collections.scalelab.testbed.plugins.module_utils import tuning
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
-    is_container, run_module, systemd_running)
+    TestbedError, is_container, run_module, systemd_running)
 
 
 def _meminfo():
@@ -165,12 +200,18 @@ def _freebind():
 def run(module):
     keys = [sc.normalize_key(k, 'keys')[0] for k in (module.params['keys'] or tuning.KEYS)]
     netns = module.params['netns']
+    ports = module.params['listener_ports']
+    bad = [p for p in ports if not 1 <= p <= 65535]
+    if bad:
+        raise TestbedError('listener_ports', '%s out of range' % bad, 'give ports from 1 to 65535')
     if netns is not None:
         ns.require_netns(netns)
     with ns.enter_netns(netns):
         states = sc.probe(keys)
         init_netns = sc.in_init_netns()
         freebind = _freebind()
+        inodes = ls.listening_inodes(ports) if ports else {}
+    procs = ls.owners(inodes) if inodes else []
     hashsize = sc.probe_key(sc.HASHSIZE_KEY)
     memory = _meminfo()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -183,7 +224,9 @@ def run(module):
         in_container=is_container(), init_netns=init_netns, systemd_running=systemd_running(),
         nofile={'soft': soft, 'hard': hard,
                 'cap_sys_resource': bool(_capabilities() & (1 << lm.CAP_SYS_RESOURCE))},
-        freebind=freebind, release=os.uname().release,
+        freebind=freebind, release=os.uname().release, listeners=procs,
+        listener_warnings=ls.capacity_warnings(procs, module.params['connections'], ports)
+        if module.params['connections'] > 0 else [],
     )
 
 
@@ -192,10 +235,13 @@ def main():
         argument_spec=dict(
             keys=dict(type='list', elements='str', no_log=False),
             netns=dict(type='str'),
+            listener_ports=dict(type='list', elements='int', default=[]),
+            connections=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
-    ns.fail_without_pyroute2(module, module.params['netns'] is not None)
+    ns.fail_without_pyroute2(module, module.params['netns'] is not None
+                             or bool(module.params['listener_ports']))
     run_module(module, run)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,11 +60,11 @@ pytestmark = [
 CONFIG = '''
 user root;                      # the pages are in a 0700 pytest directory
 worker_processes 2;
-worker_rlimit_nofile 19000;
+worker_rlimit_nofile {rlimit};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 daemon off;
-events {{ worker_connections 18500; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     keepalive_timeout 600s;
@@ -91,8 +92,9 @@ TLS_SERVER = '''    ssl_session_cache shared:SSL:50m;
 class Nginx(object):
     """nginx started in the foreground from a temporary directory, stopped with SIGQUIT."""
 
-    def __init__(self, directory, header_timeout='60s', tls=None):
-        """tls: (certificate, key) files to serve TLS on TLS_PORT too."""
+    def __init__(self, directory, header_timeout='60s', tls=None, rlimit=19000):
+        """tls: (certificate, key) files to serve TLS on TLS_PORT too; rlimit: each
+        worker's nofile limit."""
         self.dir = str(directory)
         os.makedirs(os.path.join(self.dir, 'www'), exist_ok=True)
         with open(os.path.join(self.dir, 'www', 'index.html'), 'w') as f:
@@ -100,6 +102,7 @@ class Nginx(object):
         self.conf = os.path.join(self.dir, 'nginx.conf')
         with open(self.conf, 'w') as f:
             f.write(CONFIG.format(dir=self.dir, port=PORT, header_timeout=header_timeout,
+                                  rlimit=rlimit, connections=min(18500, rlimit - 100),
                                   tls=TLS_SERVER.format(port=TLS_PORT, crt=tls[0], key=tls[1],
                                                         dir=self.dir) if tls else ''))
         self.proc = None
@@ -174,6 +177,26 @@ def test_nothing_listening_fails_before_any_change(pristine):
     assert rc != 0
     assert 'nothing listens on port(s) 8080 on this host' in out
     assert 'PLAY [Provision the testbed]' not in out
+    assert differences(pristine['before']) == [] and ours_present() == []
+
+
+def test_a_service_that_cannot_open_enough_files_is_warned_of_with_figures(pristine, tmp_path):
+    # 2 workers of 2,000 files each cannot hold 30,000: said before the run (check mode here)
+    server = Nginx(tmp_path / 'small', rlimit=2000).start()
+    try:
+        rc, out = playbook(['site.yml', '--check', '--skip-tags', 'load',
+                            '-e', 'testbed_connections=%d' % TARGET,
+                            '-e', '{"testbed_service_endpoints": ["%s:%d"]}' % (SERVER_ADDR, PORT),
+                            '-e', 'client_protocol=http'], pristine['reports'])
+    finally:
+        server.stop()
+    assert rc == 0, out[-4000:]
+    flat = ' '.join(out.split())            # the callback wraps long messages
+    # the two workers count, not the master that hands the socket down
+    assert re.search(r'the processes listening on port\(s\) 8080 can open [\d,]+ more files '
+                     r'together \(nginx \d+ \(nofile 2,000, \d+ open\), nginx \d+ \(nofile '
+                     r'2,000, \d+ open\)\), fewer than the 30,000 connections', flat), out[-4000:]
+    assert 'worker_rlimit_nofile' in flat
     assert differences(pristine['before']) == [] and ours_present() == []
 
 

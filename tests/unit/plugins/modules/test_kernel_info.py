@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
+
 from ansible_collections.scalelab.testbed.plugins.modules import kernel_info
 
 from modlib import call, ns_read
@@ -33,3 +37,22 @@ def test_a_namespace_and_keys_it_does_not_have(scratch_netns):
 def test_a_bad_key_fails_cleanly(root):
     failed, r = call(kernel_info.main, keys=['net.core.$x'])
     assert failed and 'not a valid sysctl name' in r['msg']
+
+
+def test_the_listeners_of_a_port_with_their_limits(root):
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    s.listen(4)
+    port = s.getsockname()[1]
+    try:
+        failed, r = call(kernel_info.main, keys=['net.core.somaxconn'], listener_ports=[port],
+                         connections=10 ** 9)
+    finally:
+        s.close()
+    assert not failed, r
+    me = [p for p in r['listeners'] if p['pid'] == os.getpid()]
+    assert len(me) == 1 and me[0]['ports'] == [port], r['listeners']
+    assert me[0]['nofile_soft'] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert 'fewer than the 1,000,000,000 connections' in r['listener_warnings'][0]
+    failed, r = call(kernel_info.main, listener_ports=[0])
+    assert failed and 'listener_ports' in r['msg']
