@@ -63,7 +63,7 @@ stage_integration() {
     (cd "$dest" && ansible-test integration --local --allow-destructive --allow-root --color no ${INTEGRATION_TARGETS:-})
 }
 stage_engine() { python -m pytest -q tests/engine; }
-stage_playbook() { python -m pytest -q tests/playbook; }
+stage_playbook() { python -m pytest -q --durations=12 tests/playbook; }
 stage_molecule() {
     # MOLECULE_SCENARIOS narrows or widens it, e.g. MOLECULE_SCENARIOS="default fleet".
     # By default ipv6 (the two-container layout of "default", over IPv6) and fleet

@@ -28,7 +28,7 @@ from . import protocol as proto_mod
 from . import ipplan
 from . import tls as tls_mod
 from .plan import RESERVE_FDS, ClientPlan, tuple_at
-from .metrics import Exporter, Exposition
+from .metrics import Exposition, exporter_of
 from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE,
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
                   F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
@@ -1170,13 +1170,10 @@ def client_main(args):
     except Usage as exc:
         log('error: %s' % exc)
         return EXIT_USAGE
-    exporter = None
-    if args.metrics_dir or args.metrics_listen:
-        try:
-            exporter = Exporter('client', args.metrics_dir, args.metrics_listen,
-                                args.metrics_netns)
-        except Usage as exc:
-            log('error: %s' % exc)
-            return EXIT_USAGE
+    try:
+        exporter = exporter_of('client', args)
+    except Usage as exc:
+        log('error: %s' % exc)
+        return EXIT_USAGE
     set_name('tcpscale-client')
     return ClientRun(args, plan, exporter).run()

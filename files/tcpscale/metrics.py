@@ -248,3 +248,11 @@ class Exporter(object):
         if self.sock:
             self.sock.close()
             self.sock = None
+
+
+def exporter_of(half, args):
+    """The Exporter the options of half ask for (--metrics-dir, --metrics-listen), or None;
+    raises Usage when it cannot be opened."""
+    if not (args.metrics_dir or args.metrics_listen):
+        return None
+    return Exporter(half, args.metrics_dir, args.metrics_listen, args.metrics_netns)

@@ -24,7 +24,7 @@ import time
 from . import VERSION
 from . import protocol
 from . import tls as tls_mod
-from .metrics import Exporter, Exposition
+from .metrics import Exposition, exporter_of
 from .plan import RESERVE_FDS, ServerPlan
 from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECHO_BYTES,
                   F_ERR_INDEX, F_ERRNO, F_EST, F_LANE, F_LISTEN, F_LOST_HELD, F_LOST_NS,
@@ -816,13 +816,10 @@ def server_main(args):
     if plan.somaxconn < plan.backlog:
         log('note: net.core.somaxconn is %d, the listen backlog %d is capped to it'
             % (plan.somaxconn, plan.backlog))
-    exporter = None
-    if args.metrics_dir or args.metrics_listen:
-        try:
-            exporter = Exporter('server', args.metrics_dir, args.metrics_listen,
-                                args.metrics_netns)
-        except Usage as exc:
-            log('error: %s' % exc)
-            return EXIT_USAGE
+    try:
+        exporter = exporter_of('server', args)
+    except Usage as exc:
+        log('error: %s' % exc)
+        return EXIT_USAGE
     set_name('tcpscale-server')
     return ServerRun(args, plan, exporter).run()

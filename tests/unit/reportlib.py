@@ -11,14 +11,13 @@ their connect_latency and heartbeat.rtt are in the engine's format.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
 
 import jinja2
 
-from testlib import REPO
+from testlib import REPO, load_module
 
 from ansible_collections.scalelab.testbed.plugins.filter import testbed as tb
 
@@ -28,11 +27,7 @@ TEMPLATES = os.path.join(REPO, 'roles', 'report', 'templates')
 
 def engine_shm():
     """files/tcpscale/shm.py, the engine's shared-memory layout and histograms."""
-    spec = importlib.util.spec_from_file_location(
-        'engine_shm', os.path.join(REPO, 'files', 'tcpscale', 'shm.py'))
-    shm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shm)
-    return shm
+    return load_module('engine_shm', 'files', 'tcpscale', 'shm.py')
 
 
 def histogram(samples_s):

@@ -8,24 +8,15 @@ test's tmp_path (printed; pytest keeps the last runs' directories)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
 import reportlib
-from testlib import REPO
+from testlib import load_module
 
 
-def load_browser():
-    spec = importlib.util.spec_from_file_location(
-        'report_browser', os.path.join(REPO, 'tests', 'playbook', 'browser.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-browser = load_browser()
+browser = load_module('report_browser', 'tests', 'playbook', 'browser.py')
 
 
 def test_a_fleet_report_draws_every_plot_and_loads_nothing(tmp_path):

@@ -210,12 +210,8 @@ def test_report_html_renders_the_verdict_the_losses_and_a_valid_svg():
 
 
 def test_the_timeline_columns_are_the_engines():
-    import importlib.util
-    from testlib import REPO
-    path = os.path.join(REPO, 'files', 'tcpscale', 'shm.py')
-    spec = importlib.util.spec_from_file_location('engine_shm', path)
-    shm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shm)
+    from testlib import load_module
+    shm = load_module('engine_shm', 'files', 'tcpscale', 'shm.py')
     assert shm.TIMELINE_COLUMNS == rp.TIMELINE_COLUMNS
 
 
