@@ -33,7 +33,8 @@ from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_R
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
                   F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
                   F_PEAK, F_PID, F_QUOTA, F_RATE, F_REQ_SENT, F_RESP_RECV, F_RTT_SUM_US, F_STATE,
-                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, HIST_BASE, HIST_PER_E, HIST_SLOTS, PEER_CLOSED, PEER_RESET,
+                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, HIST_BASE, HIST_PER_E,
+                  HIST_SLOTS, PEER_CLOSED, PEER_RESET,
                   SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED, ST_STARTING,
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge, hist_summary,
                   publish_cpu, publish_statuses, status_counts)

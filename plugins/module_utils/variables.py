@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.scalelab.testbed.plugins.module_utils import ipplan
 from ansible_collections.scalelab.testbed.plugins.module_utils import limits as lm
 from ansible_collections.scalelab.testbed.plugins.module_utils import sysctl as sc
@@ -316,10 +317,7 @@ def _check_tls(c):
 
 def _flag(c, name):
     """A boolean variable, as Ansible reads one (yes/no, true/false, 1/0)."""
-    value = c.v.get(name)
-    if isinstance(value, str):
-        return value.strip().lower() in ('yes', 'on', 'true', '1', 'y', 't')
-    return bool(value)
+    return boolean(c.v.get(name), strict=False)
 
 
 def _check_metrics(c):
