@@ -43,8 +43,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$systemd" -eq 1 ]; then
-    # systemd as PID 1 and sshd: the fleet scenario reaches its hosts over SSH
-    packages=$packages,systemd,systemd-sysv,dbus,openssh-server,nftables
+    # systemd as PID 1 and sshd: the fleet scenario reaches its hosts over SSH;
+    # nginx-light: the service under test its verifier starts on a host of the
+    # group services (never at boot: its unit is disabled below)
+    packages=$packages,systemd,systemd-sysv,dbus,openssh-server,nftables,nginx-light
     image=${image:-localhost/scalelab-testbed-systemd:bookworm}
 fi
 image=${image:-localhost/scalelab-testbed:bookworm}
@@ -137,7 +139,9 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
     chroot "$rootfs" systemctl enable ssh.service >/dev/null 2>&1
-    # nothing to do in a container: no getty, no remount of the root
+    # nothing to do in a container: no getty, no remount of the root; nginx
+    # only when a test starts it, with its own configuration
+    rm -f "$rootfs/etc/systemd/system/multi-user.target.wants/nginx.service"
     for unit in getty.target console-getty.service systemd-remount-fs.service; do
         ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
     done

@@ -5,8 +5,8 @@
 
 The product's logic lives in pure modules there, unit-tested directly:
 plan.py (the run plan and the checks of every role variable, variables.py),
-tuning.py (the kernel values for one host) and report.py (the aggregation and
-the verdict). These filters only hand the roles' data to them.
+tuning.py (the kernel values for one host), service.py (what caps a service
+under test) and report.py (the aggregation and the verdict). These filters only hand the roles' data to them.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ import socket
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.scalelab.testbed.plugins.module_utils import plan as plan_core
+from ansible_collections.scalelab.testbed.plugins.module_utils import service as service_core
 from ansible_collections.scalelab.testbed.plugins.module_utils import tuning as tuning_core
 from ansible_collections.scalelab.testbed.plugins.module_utils.report import report_from_records
 
 
-def testbed_plan(variables, servers, clients, host_inputs=None):
+def testbed_plan(variables, servers, clients, host_inputs=None, services=None):
     """The run plan from the role variables (by name) and the inventory groups."""
     if not isinstance(variables, dict):
         raise AnsibleFilterError('testbed_plan expects a dict of role variables')
-    return plan_core.build(variables, servers, clients, host_inputs, resolve=resolve_name)
+    return plan_core.build(variables, servers, clients, host_inputs, resolve=resolve_name,
+                           services=services)
 
 
 def resolve_name(name, versions):
@@ -48,10 +50,20 @@ def testbed_tuning(plan, host, kernel, variables):
     return tuning_core.compute(plan, host, kernel, variables)
 
 
-def testbed_report(records, clients, servers, target, missing=None, finished=None):
+def testbed_report(records, clients, servers, target, missing=None, finished=None,
+                   services=None):
     """The report and its verdict over the whole run."""
     return report_from_records(records, clients, servers, target, missing=missing,
-                               finished=finished)
+                               finished=finished, services=services)
+
+
+def testbed_service_preflight(results, hosts, tuned=None, conntrack=None, ports=None, netns=False):
+    """What caps a service under test, per host read (kernel_info results)."""
+    if not isinstance(results, list) or not isinstance(hosts, dict):
+        raise AnsibleFilterError('testbed_service_preflight expects a list of kernel_info results '
+                                 'and a dict of hosts')
+    return service_core.preflight(results, hosts, tuned=tuned, conntrack=conntrack,
+                                  ports=ports or [], netns=bool(netns))
 
 
 class FilterModule(object):
@@ -61,4 +73,5 @@ class FilterModule(object):
             'testbed_plan': testbed_plan,
             'testbed_tuning': testbed_tuning,
             'testbed_report': testbed_report,
+            'testbed_service_preflight': testbed_service_preflight,
         }

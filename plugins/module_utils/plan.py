@@ -50,9 +50,10 @@ def split_total(total, hosts):
 class _Plan(object):
     """The state of one plan being built: inputs, errors, arithmetic lines."""
 
-    def __init__(self, v, servers, clients, host_inputs):
+    def __init__(self, v, servers, clients, host_inputs, services=None):
         self.v = v
         self.servers = list(servers or [])
+        self.services = list(services or [])
         self.clients = list(clients or [])
         self.inputs = dict(host_inputs or {})
         self.errors = []
@@ -161,10 +162,16 @@ def _service_endpoints(p, resolve):
                         'splits the target over both families. Fix: add an IPv%d endpoint, or set '
                         'testbed_ip_family to ipv%d' % (missing[0], v.get('testbed_ip_family'),
                                                         missing[0], 10 - missing[0]))
-    if v.get('topology_mode') == 'host':
-        p.errors.append('testbed_service_endpoints on a fleet (topology_mode host) is not supported '
-                        'yet: the services group and its verification are still to come. Fix: '
-                        'test the service from the one-box default (topology_mode netns)')
+    if v.get('topology_mode') == 'host' and p.servers:
+        p.errors.append('testbed_service_endpoints: the server half is not deployed when a service '
+                        'is under test, but the group "servers" has %s. Fix: move the service\'s '
+                        'hosts to the group "services" (read, never changed unless tuning_services '
+                        'is true for them), and leave "servers" empty' % ', '.join(p.servers))
+    if v.get('topology_mode') == 'netns' and p.services:
+        p.errors.append('the group "services" (%s) is for a fleet (topology_mode host): on the '
+                        'one-box default the service listens on this host, and its side is '
+                        'counted here. Fix: empty the group, or set topology_mode host'
+                        % ', '.join(p.services))
     if v.get('topology_client_sources') == 'anyip':
         p.errors.append('topology_client_sources anyip with testbed_service_endpoints is not '
                         'supported yet (the route back would go into the host\'s own table). '
@@ -425,25 +432,38 @@ def _fleet_plan(p):
             p.plan_servers[host]['connections'] = int(math.ceil(total * float(mine) / len(targets)))
 
 
-def build(variables, servers, clients, host_inputs=None, resolve=None):
+def _service_hosts(p, ports):
+    """The hosts of the group services, each with its share of the connections (the
+    service is assumed to spread them evenly over its hosts) and the ports it serves."""
+    shares = split_total(p.connections, p.services)
+    return dict((h, {'connections': shares[h], 'ports': list(ports)}) for h in p.services)
+
+
+def build(variables, servers, clients, host_inputs=None, resolve=None, services=None):
     """The plan, from the role variables (by name) and the inventory groups.
 
     host_inputs: {host: {server_addresses, server_aliases: {cidr, offset, count},
     client_addresses}}, what each host publishes of its own variables.
     resolve(name, versions): the addresses of a service endpoint's host name (the
     filter resolves on the controller); without it, names are refused.
+    services: the hosts of the group services (a service under test on a fleet: read
+    for its limits and counted while the clients hold, never changed unless
+    tuning_services is true for them).
     Returns {ok, errors, arithmetic, mode, netns, interface, connections, port_range,
-    per_tuple, server_ports, server_ports_arg, server_port_count, servers, clients}.
+    per_tuple, server_ports, server_ports_arg, server_port_count, servers, clients,
+    service: {endpoints, addresses, ports, hosts: {host: {connections, ports}}} or None}.
     """
     errors = checks.check(variables)
     servers, clients = list(servers or []), list(clients or [])
-    if not servers:
+    service_run = bool(variables.get('testbed_service_endpoints')) \
+        and variables.get('topology_mode') == 'host'
+    if not servers and not service_run:
         errors.append('the inventory group "servers" is empty: put at least one host in it')
     if not clients:
         errors.append('the inventory group "clients" is empty: put at least one host in it')
     if errors:
         return {'ok': False, 'errors': errors, 'arithmetic': [], 'servers': {}, 'clients': {}}
-    p = _Plan(variables, servers, clients, host_inputs)
+    p = _Plan(variables, servers, clients, host_inputs, services)
     p.service = _service_endpoints(p, resolve)
     if p.service is not None:
         p.nports = 1            # one port per endpoint
@@ -474,7 +494,9 @@ def build(variables, servers, clients, host_inputs=None, resolve=None):
         'port_filter': [str(x) for x in service_ports] or ['%d-%d' % (p.first, last)],
         'service': None if p.service is None else {
             'endpoints': [ipplan.endpoint_text(a, port) for a, port in p.service],
-            'addresses': sorted(set(a for a, _port in p.service)), 'ports': service_ports},
+            'addresses': sorted(set(a for a, _port in p.service)), 'ports': service_ports,
+            'hosts': _service_hosts(p, service_ports) if variables['topology_mode'] == 'host'
+            else {}},
         'protocol': variables.get('client_protocol') or 'tcp',
         'tls': bool(variables.get('client_tls')),
     }

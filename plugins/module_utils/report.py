@@ -638,6 +638,62 @@ def _sum_side(verified, phase, side):
     return sum(values) if values else None
 
 
+def service_counts(readings, hosts):
+    """The count on the hosts of a service under test (a fleet's group services).
+
+    readings: {phase: [tcp_sockets_info results over the hosts, item: the host]};
+    hosts: the hosts of the group. Returns {verified_on, note, hosts: {host: {start, end,
+    reachable, error}}, start, end}: verified_on 'both' when every host was counted at
+    the start of the hold (start/end: their sums), 'partial' when some were, 'client' when
+    none were (the group is empty, or no host of it could be reached or read).
+    """
+    out = dict((h, {'start': None, 'end': None, 'reachable': None, 'error': None})
+               for h in hosts)
+    for phase in ('start', 'end'):
+        for r in (readings or {}).get(phase) or []:
+            host = r.get('item')
+            if host not in out:
+                continue
+            if r.get('unreachable'):
+                out[host].update(reachable=False, error=(r.get('msg') or 'unreachable').strip())
+            elif r.get('failed') or r.get('total') is None:
+                out[host].update(reachable=True, error=(r.get('msg') or 'no count').strip())
+            else:
+                out[host]['reachable'] = True
+                out[host][phase] = int(_num(r.get('total')))
+    counted = [h for h in hosts if out[h]['start'] is not None]
+    if hosts and len(counted) == len(hosts):
+        verified_on, note = 'both', None
+    elif counted:
+        verified_on = 'partial'
+        note = ('the service\'s side was counted on %s only (%s at the start of the hold); %s: '
+                'the verdict rests on the client side' % (
+                    ', '.join(counted), fmt(sum(out[h]['start'] for h in counted)),
+                    '; '.join('%s %s' % (h, _uncounted(out[h])) for h in hosts
+                              if h not in counted)))
+    else:
+        verified_on = 'client'
+        note = ('verified on the client side only: %s' % (
+            '; '.join('%s %s' % (h, _uncounted(out[h])) for h in hosts) if hosts else
+            'the inventory has no group "services" to count the service\'s side on'))
+    ends = [out[h]['end'] for h in hosts]
+
+    def total(phase, names):
+        values = [out[h][phase] for h in names]
+        return sum(values) if names and None not in values else None
+    return {'verified_on': verified_on, 'note': note, 'hosts': out,
+            'start': total('start', hosts) if verified_on == 'both' else None,
+            'end': total('end', hosts) if verified_on == 'both' and None not in ends else None}
+
+
+def _uncounted(entry):
+    if entry['reachable'] is False:
+        return 'could not be reached (%s)' % entry['error']
+    if entry['error']:
+        return 'could not be counted (%s)' % entry['error']
+    return 'was not counted'
+
+
 # ------------------------------------------------------------------ verdict
 
 def protocol_totals(entries):
@@ -746,14 +802,16 @@ def verdict(report, failures, missing):
         reasons.append(missing_sentence(host))
     for host, c in sorted(report['clients'].items()):
         reasons += client_reasons(host, c)
-    start = [('server', report['verified_server_side']), ('client', report['verified_client_side'])]
+    both = report.get('verified_on', 'both') == 'both'
+    start = [('server', report['verified_server_side'])] if both else []
+    start.append(('client', report['verified_client_side']))
     short = [(side, n) for side, n in start if n is None or n < target]
     if target and short:
         reasons.append('at the start of the hold the kernel counted %s, below the target %s'
                        % (', '.join('%s side %s' % (side, '-' if n is None else fmt(n))
                                     for side, n in start), fmt(target)))
-    end = [('server', report['verified_end_server_side']),
-           ('client', report['verified_end_client_side'])]
+    end = [('server', report['verified_end_server_side'])] if both else []
+    end.append(('client', report['verified_end_client_side']))
     floor = target - report['allowed_loss']
     short_end = [(side, n) for side, n in end if n is None or n < floor]
     if target and short_end and not short:
@@ -781,7 +839,7 @@ def verdict(report, failures, missing):
 
 
 def build_report(clients, servers=None, verified=None, target=0, failures=None, missing=None,
-                 started=None, finished=None):
+                 started=None, finished=None, services=None):
     """Aggregate a run.
 
     clients:  {host: {rc, summary, started_at (epoch), log_tail}}; {} when it never started
@@ -790,6 +848,8 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
     failures: [{host, phase, message, at}] caught by the play
     missing:  hosts of the plan that left the play
     started, finished: epoch seconds of the run
+    services: a service under test on a fleet, {hosts: [the group services], readings:
+    {phase: [tcp_sockets_info results]}} (service_counts); None otherwise
     """
     clients = dict(clients or {})
     servers = dict(servers or {})
@@ -834,6 +894,10 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
     for phase in ('start', 'end'):
         for side in ('server', 'client', 'server6', 'client6'):
             sides[(phase, side)] = _sum_side(verified, phase, side)
+    service = None
+    if services is not None:
+        service = service_counts(services.get('readings'), list(services.get('hosts') or []))
+        sides[('start', 'server')], sides[('end', 'server')] = service['start'], service['end']
     report = {
         'target': target,
         'verified': min([v for v in (sides[('start', 'server')], sides[('start', 'client')])
@@ -845,6 +909,11 @@ def build_report(clients, servers=None, verified=None, target=0, failures=None, 
         'verified_end_server_side': sides[('end', 'server')],
         'verified_end_client_side': sides[('end', 'client')],
         'verified_by_family': by_family(sides),
+        # where the count was verified: both sides, or (a service whose hosts could not
+        # all be counted) the client side only, with the note that says why
+        'verified_on': service['verified_on'] if service else 'both',
+        'verification_note': service['note'] if service else None,
+        'services': service['hosts'] if service else {},
         'allowed_loss': sum(c['allowed_loss'] for c in per_client.values()),
         'reached': bool(per_client) and all(c['reached'] for c in per_client.values()),
         'established_peak': sum(c['established_peak'] for c in per_client.values()),
@@ -1036,12 +1105,15 @@ def junit(report):
             'testcases': cases}
 
 
-def report_from_records(records, clients, servers, target, missing=None, finished=None):
+def report_from_records(records, clients, servers, target, missing=None, finished=None,
+                        services=None):
     """build_report from one record per host, as the report role gathers them.
 
     records: {host: {client, started_at, verified, server, failure}}; client is the
     client role's result (None when its phases did not end), failure what the play
     caught on that host (None). clients/servers: the hosts of each half in the plan.
+    services: the hosts of a fleet's service under test (None: no such service); their
+    counts are the record's service_counts ({phase: [results]}, the same on every host).
     """
     records = dict(records or {})
 
@@ -1065,4 +1137,8 @@ def report_from_records(records, clients, servers, target, missing=None, finishe
         verified=dict((h, rec(h).get('verified') or {}) for h in records),
         target=target, failures=failures, missing=missing,
         started=min(starts) if starts else None,
-        finished=_num(finished, None))
+        finished=_num(finished, None),
+        services=None if services is None else {
+            'hosts': list(services),
+            'readings': next((rec(h).get('service_counts') for h in sorted(records)
+                              if rec(h).get('service_counts')), {})})

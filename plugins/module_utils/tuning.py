@@ -60,11 +60,17 @@ class _Host(object):
         self.netns_client = names.get('client')
         self.srv = plan['servers'][host]['connections'] if host in plan['servers'] else 0
         self.cli = plan['clients'][host]['connections'] if host in plan['clients'] else 0
-        self.sockets = self.srv + self.cli
         self.listeners = (len(plan['servers'][host]['addresses']) * plan['server_port_count']
                           if host in plan['servers'] else 0)
+        # a host of the group services (tuning_services): the server end of its share
+        service = ((plan.get('service') or {}).get('hosts') or {}).get(host)
+        if service:
+            self.srv += int(service['connections'])
+            self.listeners += len(service['ports'])
+        self.sockets = self.srv + self.cli
         self.port_range = plan['port_range']
-        self.tls = bool(plan.get('tls'))
+        # the engine's TLS ends; a service's own TLS state is its own to size
+        self.tls = bool(plan.get('tls')) and not service
 
 
 class _Values(object):

@@ -17,7 +17,8 @@ from testlib import role_defaults
 
 
 def test_filters_are_registered():
-    assert set(tb.FilterModule().filters()) == {'testbed_plan', 'testbed_tuning', 'testbed_report'}
+    assert set(tb.FilterModule().filters()) == {
+        'testbed_plan', 'testbed_tuning', 'testbed_report', 'testbed_service_preflight'}
 
 
 def test_the_filters_are_the_core():

@@ -289,7 +289,7 @@ def test_a_service_replaces_the_server_half_on_one_box():
     # one endpoint x 16,128 per tuple: two sources for 30,000
     assert client['source_count'] == 2 and client['capacity'] == 2 * 16128
     assert plan['service'] == {'endpoints': ['10.240.0.1:8080'], 'addresses': ['10.240.0.1'],
-                               'ports': [8080]}
+                               'ports': [8080], 'hosts': {}}
     assert plan['port_filter'] == ['8080'] and plan['protocol'] == 'http'
     # the host's end of the veth still carries the server address
     assert plan['servers']['h']['interface_addresses'] == ['10.240.0.1/16']
@@ -345,6 +345,47 @@ def test_bad_protocol_variables_name_the_variable(variables, message):
     plan = pl.build(role_defaults(**variables), ['h'], ['h'])
     assert not plan['ok']
     assert any(message in e for e in plan['errors']), plan['errors']
+
+
+def fleet_service_plan(connections, endpoints, servers=(), services=('svc1', 'svc2'), **variables):
+    return pl.build(role_defaults(testbed_connections=connections, testbed_service_endpoints=endpoints,
+                                  topology_mode='host', topology_interface='eth1',
+                                  topology_client_cidr='10.20.128.0/17', **variables),
+                    list(servers), ['c1', 'c2'], {}, services=list(services))
+
+
+def test_a_fleet_service_needs_no_server_half_and_shares_over_its_hosts():
+    plan = fleet_service_plan(100001, ['10.20.0.11:8080', '10.20.0.12:8080'])
+    assert plan['ok'], plan['errors']
+    assert plan['servers'] == {}
+    assert plan['clients']['c1']['endpoints'] == ['10.20.0.11:8080', '10.20.0.12:8080']
+    assert plan['clients']['c1']['targets'] == ['10.20.0.11', '10.20.0.12']
+    # 50,001 over 2 endpoints x 16,128 per tuple: two sources each, consecutive blocks
+    assert plan['clients']['c1']['sources'] == ['10.20.128.1', '10.20.128.2']
+    assert plan['clients']['c2']['sources'] == ['10.20.128.3', '10.20.128.4']
+    assert plan['service']['hosts'] == {'svc1': {'connections': 50001, 'ports': [8080]},
+                                        'svc2': {'connections': 50000, 'ports': [8080]}}
+    assert plan['port_filter'] == ['8080']
+
+
+def test_a_fleet_service_without_a_services_group_plans_the_client_side_alone():
+    plan = fleet_service_plan(1000, ['10.20.0.11:8080'], services=())
+    assert plan['ok'], plan['errors']
+    assert plan['service']['hosts'] == {}
+
+
+def test_a_fleet_service_refuses_a_server_half():
+    plan = fleet_service_plan(1000, ['10.20.0.11:8080'], servers=['s1'])
+    assert not plan['ok']
+    assert any('the group "servers" has s1' in e and 'move the service\'s hosts to the group '
+               '"services"' in e for e in plan['errors']), plan['errors']
+
+
+def test_the_services_group_is_for_a_fleet():
+    plan = pl.build(role_defaults(testbed_connections=1000, testbed_service_endpoints=['10.240.0.1:80']),
+                    ['h'], ['h'], None, services=['svc1'])
+    assert not plan['ok']
+    assert any(e.startswith('the group "services" (svc1) is for a fleet') for e in plan['errors'])
 
 
 def test_dual_stack_needs_a_service_endpoint_of_each_family():

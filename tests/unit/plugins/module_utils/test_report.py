@@ -524,3 +524,76 @@ def test_tls_handshakes_are_added_up_over_the_clients():
                {'protocol': {'name': 'http', 'tls': {'handshakes': 5, 'resumed': 5, 'failed': 0}}}]
     assert rp.protocol_totals(entries)['tls'] == {'handshakes': 15, 'resumed': 13, 'failed': 1}
     assert 'tls' not in rp.protocol_totals([{'protocol': {'name': 'tcp'}}])
+
+
+def service_run(readings, services=('svc1', 'svc2'), client_counts=(50000, 50000)):
+    records = {}
+    for host, n in zip(('c1', 'c2'), client_counts):
+        records[host] = record({'rc': 0, 'summary': summary(50000)}, start=(None, n), end=(None, n))
+        records[host]['service_counts'] = readings
+    return rp.report_from_records(records, ['c1', 'c2'], [], 100000, finished=T0 + 60,
+                                  services=list(services))
+
+
+def counted(host, n):
+    return {'item': host, 'total': n, 'changed': False}
+
+
+def test_a_service_counted_on_every_host_is_verified_on_both_sides():
+    readings = {'start': [counted('svc1', 50000), counted('svc2', 50003)],
+                'end': [counted('svc1', 50000), counted('svc2', 50001)]}
+    r = service_run(readings)
+    assert r['verified_ok'], r['reasons']
+    assert r['verified_on'] == 'both' and r['verification_note'] is None
+    assert r['verified_server_side'] == 100003 and r['verified_end_server_side'] == 100001
+    assert r['services']['svc2'] == {'start': 50003, 'end': 50001, 'reachable': True, 'error': None}
+
+
+def test_a_short_service_side_fails_the_run():
+    readings = {'start': [counted('svc1', 50000), counted('svc2', 20000)],
+                'end': [counted('svc1', 50000), counted('svc2', 20000)]}
+    r = service_run(readings)
+    assert not r['verified_ok']
+    assert any('server side 70,000, client side 100,000, below the target 100,000' in x
+               for x in r['reasons']), r['reasons']
+
+
+def test_no_reachable_service_host_says_client_side_only():
+    down = {'item': 'svc1', 'unreachable': True, 'msg': 'No route to host'}
+    r = service_run({'start': [down], 'end': [down]}, services=['svc1'])
+    assert r['verified_ok'], r['reasons']
+    assert r['verified_on'] == 'client' and r['verified_server_side'] is None
+    assert r['verification_note'] == ('verified on the client side only: svc1 could not be reached '
+                                      '(No route to host)')
+    r = service_run({}, services=[])
+    assert r['verified_ok'] and r['verification_note'] == (
+        'verified on the client side only: the inventory has no group "services" to count the '
+        'service\'s side on')
+
+
+def test_a_service_counted_on_some_hosts_rests_on_the_client_side_and_says_so():
+    readings = {'start': [counted('svc1', 50000), {'item': 'svc2', 'failed': True, 'msg': 'boom'}],
+                'end': [counted('svc1', 50000), {'item': 'svc2', 'failed': True, 'msg': 'boom'}]}
+    r = service_run(readings)
+    assert r['verified_on'] == 'partial' and r['verified_ok'], r['reasons']
+    assert r['verification_note'] == ("the service's side was counted on svc1 only (50,000 at the "
+                                      "start of the hold); svc2 could not be counted (boom): the "
+                                      "verdict rests on the client side")
+    # the client side still decides
+    r = service_run(readings, client_counts=(50000, 40000))
+    assert not r['verified_ok']
+    assert any('client side 90,000, below the target 100,000' in x for x in r['reasons'])
+
+
+def test_the_html_report_says_where_a_service_was_counted():
+    here = os.path.dirname(os.path.abspath(tb.__file__))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(
+        os.path.join(here, '..', '..', 'roles', 'report', 'templates')), autoescape=False)
+    down = {'item': 'svc<2>', 'unreachable': True, 'msg': 'No route to host'}
+    data = service_run({'start': [counted('svc1', 50000), down], 'end': [counted('svc1', 50000), down]},
+                       services=['svc1', 'svc<2>'])
+    html = env.get_template('report.html.j2').render(report_data=data, report_title='t')
+    assert "Note: the service&#39;s side was counted on svc1 only" in html \
+        or "Note: the service's side was counted on svc1 only" in html
+    assert 'Hosts of the service under test' in html and 'svc&lt;2&gt;' in html
+    assert '<h2>Server hosts</h2>' not in html

@@ -136,3 +136,21 @@ def test_tls_adds_its_measured_bytes_per_end_to_the_memory_preflight():
     # 1,000,000 over TLS does not fit in 24 GiB: the preflight says so with the arithmetic
     big = tuning_of(plan_of(1000000, ['h'], ['h'], client_tls=True), 'h')
     assert not big['ok'] and 'TLS (1,000,000 client ends' in big['errors'][0]
+
+
+def test_a_tuned_host_of_the_service_is_sized_as_the_server_end_of_its_share():
+    plan = pl.build(role_defaults(testbed_connections=200000, testbed_service_endpoints=['10.0.0.11:8080'],
+                                  topology_mode='host', topology_interface='eth1',
+                                  topology_client_cidr='10.0.128.0/17', client_tls=True),
+                    [], ['c1'], {}, services=['svc1', 'svc2'])
+    assert plan['ok'], plan['errors']
+    t = tuning_of(plan, 'svc1')
+    assert t['server_connections'] == 100000 and t['client_connections'] == 0
+    assert t['listeners'] == 1
+    # 100,000 on one port: the backlog at its ceiling; no client-side keys
+    assert t['host']['net.core.somaxconn'] == 65535
+    assert 'net.ipv4.ip_local_port_range' not in t['host']
+    # the service's own TLS state is not the engine's to size
+    assert t['memory']['tls_bytes'] == 0
+    # the clients hold the engine's TLS ends
+    assert tuning_of(plan, 'c1')['memory']['tls_bytes'] > 0
