@@ -6,6 +6,7 @@
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
         [--baseline] [--heartbeat-interval 30] [--metrics] [--reference-engine DIR] [--keep-going]
+        [--client-args ARGS] [--variant ARGS] [--rounds N]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side enough source
@@ -465,7 +466,7 @@ def scraper(urls, stop, counts):
 
 
 def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine=ENGINE,
-               label=None, tls=None):
+               label=None, tls=None, client_extra=None):
     """One run of both halves at args.connections, with heartbeats, a protocol, live
     metrics (textfile + HTTP, scraped every second), TLS (tls: the server's (certificate,
     key) files) if given, by the engine at engine."""
@@ -524,6 +525,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         if tls:
             client_argv.append('--tls')
         client_argv += metrics_args.get('client', [])
+        client_argv += shlex.split(getattr(args, 'client_args', '') or '') \
+            if client_extra is None else list(client_extra)
         result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))
@@ -829,6 +832,13 @@ def main():
     p.add_argument('--reference-engine', metavar='DIR',
                    help='also run this copy of the engine (DIR/__main__.py, for instance an older '
                         'commit\'s files/tcpscale) and report the ratio')
+    p.add_argument('--client-args', default='', metavar='ARGS',
+                   help='extra options of the engine\'s client half, for instance '
+                        '"--inflight 4096"')
+    p.add_argument('--variant', metavar='ARGS',
+                   help='also run the engine with these client options instead of '
+                        '--client-args (phase engine_variant), for instance "--inflight 1024", '
+                        'and report the ratio')
     p.add_argument('--keep-going', action='store_true',
                    help='run the remaining phases when one fails (exit 1 at the end)')
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
@@ -857,6 +867,10 @@ def main():
         if args.metrics:
             engines.append(('engine_metrics',
                             lambda: run_engine(args, host, metrics=True, label='engine-metrics')))
+        if args.variant is not None:
+            engines.append(('engine_variant',
+                            lambda: run_engine(args, host, label='engine-variant',
+                                               client_extra=shlex.split(args.variant))))
         if args.reference_engine:
             engines.append(('engine_reference',
                             lambda: run_engine(args, host,
@@ -953,6 +967,14 @@ def main():
         log('this engine vs the reference engine (%s): %.3fx the rate (%s vs %s connections/s)'
             % (args.reference_engine, out['ratio_vs_reference_engine'], eng['connections_per_s'],
                ref['connections_per_s']))
+    var = phases.get('engine_variant')
+    if var and var.get('connections_per_s') and eng.get('connections_per_s'):
+        out['ratio_vs_variant'] = round(eng['connections_per_s'] / var['connections_per_s'], 3)
+        log('the engine (%s) vs its variant (%s): %.3fx the rate (%s vs %s connections/s), '
+            'kernel %s vs %s B per connection'
+            % (args.client_args or 'defaults', args.variant, out['ratio_vs_variant'],
+               eng['connections_per_s'], var['connections_per_s'],
+               eng.get('kernel_bytes_per_conn'), var.get('kernel_bytes_per_conn')))
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     sys.stdout.flush()
     return 1 if failed or interrupted else 0
