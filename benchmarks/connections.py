@@ -6,7 +6,7 @@
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
         [--baseline] [--heartbeat-interval 30] [--metrics] [--reference-engine DIR] [--keep-going]
-        [--client-args ARGS] [--variant ARGS] [--rounds N]
+        [--client-args ARGS] [--variant ARGS] [--rounds N] [--perf]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side enough source
@@ -30,6 +30,15 @@ engine (an older commit: `git worktree add /tmp/ref COMMIT`, then
 /tmp/ref/files/tcpscale) at the same N, to measure what a change costs
 against what came before (for instance the connect-latency histograms, which
 are always on).
+
+With --perf every engine phase runs under `perf record -a -g` (all CPUs, so
+the kernel's softirq work and other processes count too) and its result gets
+a profile: for the first and the last 10% of the ramp, the CPU microseconds
+per connection by process (the engine's halves by pid) and by function
+(inclusive), and the functions whose cost per connection grew the most: what
+slows the ramp down as the count grows. --client-args ARGS adds options to the
+engine's client half; --variant ARGS runs it again with other options (phase
+engine_variant) and reports the ratio.
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
@@ -530,6 +539,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         result['client_command'] = shlex.join(ip_netns_exec(NS_CLI, client_argv))
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))
+        perf = start_perf(ph.path('perf.data')) if getattr(args, 'perf', False) else None
         t_start = time.monotonic()
         client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('client.err'), 'w'), universal_newlines=True)
@@ -539,7 +549,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                 ['http://127.0.0.1:%d/metrics' % METRICS_PORTS[h] for h in ('server', 'client')],
                 stop_scraping, scrapes)).start()
         deadline = t_start + max(300.0, n / 2000.0)
-        status = {}
+        status, sstat = {}, {}
         while True:
             time.sleep(0.25)
             try:
@@ -552,6 +562,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             if time.monotonic() > deadline:
                 log('%s: the target was not reached in %.0f s' % (label, deadline - t_start))
                 break
+        if perf is not None:
+            stop_perf(perf)
         if status.get('reached'):
             at = kernel_state()
             log('%s: target reached (engine says %.2f s); counting with sock_diag'
@@ -628,11 +640,160 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             # interval after the connections opened)
             hh['heartbeats_per_s'] = round(sent / hh['seconds'], 1)
             hh['host_cpu_us_per_heartbeat'] = round(busy * 1e6 / sent, 1)
+        if perf is not None and csum.get('started_at') and csum.get('timeline'):
+            result['profile'] = profile_ramp(
+                ph.path('perf.data'), csum['started_at'], csum['timeline'], n,
+                {'client': status.get('pids', []), 'server': sstat.get('pids', [])})
+            log_profile(label, result['profile'])
         result['ok'] = bool(csum.get('reached')) and est >= n
     finally:
         ph.cleanup()
     wait_settled(label)
     return result
+
+
+PERF_HZ = 199
+
+
+def start_perf(path):
+    """perf record of every CPU (call graphs, CLOCK_MONOTONIC) into path; None without perf."""
+    exe = shutil.which('perf')
+    if not exe:
+        log('perf: not installed (apt install linux-perf): no profile')
+        return None
+    proc = subprocess.Popen([exe, 'record', '-a', '-g', '-F', str(PERF_HZ), '--clockid',
+                             'monotonic', '-q', '-o', path],
+                            stdout=subprocess.DEVNULL, stderr=open(path + '.err', 'w'))
+    time.sleep(1.0)     # its buffers are set up before the client starts
+    if proc.poll() is not None:
+        log('perf: record failed: %s' % open(path + '.err').read()[-500:])
+        return None
+    return proc
+
+
+def stop_perf(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def perf_samples(path):
+    """[(monotonic seconds, pid, comm, frames leaf first)] of the samples in perf.data."""
+    res = subprocess.run(['perf', 'script', '-i', path, '-F', 'comm,pid,time,ip,sym'],
+                         check=False, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         universal_newlines=True, errors='replace')
+    samples, frames = [], None
+    for line in res.stdout.splitlines():
+        if line.startswith('\t'):
+            if frames is not None:
+                parts = line.split(None, 1)
+                frames.append(parts[1].strip() if len(parts) > 1 else '[unknown]')
+            continue
+        head = line.strip().rstrip(':')
+        if not head:
+            frames = None
+            continue
+        rest, _sp, t = head.rpartition(' ')
+        comm, _sp, pid = rest.strip().rpartition(' ')
+        try:
+            frames = []
+            samples.append((float(t), int(pid), comm.strip(), frames))
+        except ValueError:
+            frames = None
+    return samples
+
+
+def crossing(timeline, level):
+    """The t_seconds at which the timeline's established count reaches level (interpolated)."""
+    prev_t, prev_e = 0.0, 0
+    for row in timeline:
+        t, est = row[0], row[1]
+        if est >= level:
+            if est == prev_e:
+                return t
+            return prev_t + (t - prev_t) * (level - prev_e) / float(est - prev_e)
+        prev_t, prev_e = t, est
+    return None
+
+
+def profile_ramp(path, started_at, timeline, n, pids):
+    """CPU per connection in the first and the last 10% of the ramp, from perf.data.
+
+    started_at: the client's Unix time of t_seconds 0 (its summary); pids: role -> pids.
+    A sample is 1/PERF_HZ s of one CPU; idle (swapper) is left out. By process (the
+    engine's halves by pid) and by kernel or user function, inclusive: a function is
+    counted once in each sample whose call chain holds it.
+    """
+    t0 = started_at - (time.time() - time.monotonic())
+    marks = [crossing(timeline, n * f) for f in (0.0, 0.1, 0.9, 1.0)]
+    if None in marks:
+        return {'error': 'the timeline does not reach the target'}
+    role_of = {}
+    for role, ps in pids.items():
+        for pid in ps:
+            role_of[pid] = role
+    windows = {'first_10pct': (t0 + marks[0], t0 + marks[1]),
+               'last_10pct': (t0 + marks[2], t0 + marks[3])}
+    stats = dict((w, {'seconds': round(b - a, 2), 'connections': int(n * 0.1), 'samples': 0,
+                      'idle': 0, 'by_process': {}, 'functions': {}})
+                 for w, (a, b) in windows.items())
+    for t, pid, comm, frames in perf_samples(path):
+        for w, (a, b) in windows.items():
+            if a <= t < b:
+                st = stats[w]
+                st['samples'] += 1
+                if comm == 'swapper':
+                    st['idle'] += 1
+                    break
+                who = role_of.get(pid, comm)
+                st['by_process'][who] = st['by_process'].get(who, 0) + 1
+                for fn in set(frames):
+                    st['functions'][fn] = st['functions'].get(fn, 0) + 1
+                break
+    us = 1e6 / PERF_HZ
+
+    def per_conn(count, st):
+        return round(count * us / st['connections'], 2)
+
+    out = {'hz': PERF_HZ, 'windows': {}}
+    for w, st in stats.items():
+        top = sorted(st['functions'].items(), key=lambda kv: -kv[1])[:40]
+        out['windows'][w] = {
+            'seconds': st['seconds'], 'connections': st['connections'],
+            'connections_per_s': round(st['connections'] / st['seconds'], 1)
+            if st['seconds'] > 0 else None,
+            'busy_pct': round(100.0 * (st['samples'] - st['idle']) / st['samples'], 1)
+            if st['samples'] else None,
+            'us_per_conn_by_process': dict((k, per_conn(v, st)) for k, v in sorted(
+                st['by_process'].items(), key=lambda kv: -kv[1])[:10]),
+            'us_per_conn_by_function': dict((k, per_conn(v, st)) for k, v in top)}
+    first, last = stats['first_10pct'], stats['last_10pct']
+    grown = []
+    for fn in set(first['functions']) | set(last['functions']):
+        a = per_conn(first['functions'].get(fn, 0), first)
+        b = per_conn(last['functions'].get(fn, 0), last)
+        grown.append((round(b - a, 2), fn, a, b))
+    grown.sort(reverse=True)
+    out['grown_most'] = [{'function': fn, 'first_us': a, 'last_us': b, 'growth_us': g}
+                         for g, fn, a, b in grown[:15]]
+    return out
+
+
+def log_profile(label, prof):
+    if 'windows' not in prof:
+        log('%s: profile: %s' % (label, prof.get('error')))
+        return
+    for w, st in prof['windows'].items():
+        log('%s: profile %s: %s connections/s over %.2f s, CPU busy %s%%; us per connection by '
+            'process: %s' % (label, w, st['connections_per_s'], st['seconds'], st['busy_pct'],
+                             ', '.join('%s %s' % kv for kv in st['us_per_conn_by_process'].items())))
+    log('%s: profile: functions whose CPU per connection grew most from the first to the last '
+        '10%% of the ramp (us per connection, inclusive):' % label)
+    for g in prof['grown_most']:
+        log('    %-40s %8.2f -> %8.2f' % (g['function'][:40], g['first_us'], g['last_us']))
 
 
 def build_cref(workdir):
@@ -839,6 +1000,14 @@ def main():
                    help='also run the engine with these client options instead of '
                         '--client-args (phase engine_variant), for instance "--inflight 1024", '
                         'and report the ratio')
+    p.add_argument('--perf', action='store_true',
+                   help='profile every CPU with perf during each engine phase and report, for '
+                        'the first and the last 10%% of the ramp, the CPU microseconds per '
+                        'connection by process and by kernel function')
+    p.add_argument('--baseline-first', action='store_true',
+                   help='run the baseline and the C reference before the engine instead of after '
+                        'it (the phase that runs first on a VM whose freed memory goes back to '
+                        'the hypervisor pays for faulting fresh pages in)')
     p.add_argument('--keep-going', action='store_true',
                    help='run the remaining phases when one fails (exit 1 at the end)')
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
@@ -888,6 +1057,10 @@ def main():
             else:
                 log('c: %s' % why)
                 phases['c'] = {'phase': 'c', 'ok': None, 'skipped': why}
+        if args.baseline_first:
+            # what runs first pays for fresh memory (see --baseline-first): swap the order
+            plan = [ph for ph in plan if ph[0] in ('baseline', 'c')] + \
+                [ph for ph in plan if ph[0] not in ('baseline', 'c')]
         runs = {}
         for name, fn in plan:
             try:

@@ -4,7 +4,8 @@
 #   apt: iproute2, procps, podman + runc + debootstrap + nftables (molecule), git,
 #        nginx-light (a server under test; the tests start their own),
 #        prometheus + promtool (scrape the engine's metrics), chromium (renders the report),
-#        gcc + libc6-dev (builds the C reference of benchmarks/connections.py)
+#        gcc + libc6-dev (builds the C reference of benchmarks/connections.py),
+#        linux-perf (benchmarks/connections.py --perf profiles the ramp)
 #   pip: requirements.txt (the one place dependencies are pinned) into .venv
 # and links this checkout as the collection scalelab.testbed (.collections/).
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(iproute2 procps git python3 python3-venv python3-pip
               podman runc debootstrap slirp4netns uidmap iptables nftables
-              nginx-light prometheus chromium gcc libc6-dev)
+              nginx-light prometheus chromium gcc libc6-dev linux-perf)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1093,6 +1093,8 @@ class ClientRun(object):
         at_target = self.at_target['established'] if self.reached else None
         return {
             'role': 'client', 'version': VERSION, 'target': plan.target, 'reached': self.reached,
+            # Unix time of t_seconds 0 of the timeline (to line it up with other traces)
+            'started_at': round(time.time() - (time.monotonic() - self.t0), 3),
             'exit_code': self.exit_code(hold, proto), 'protocol': proto, 'stopped_by': self.stop_reason,
             'established_peak': max(self.peak_total, at_target or 0),
             'established_at_target': at_target,

@@ -52,7 +52,7 @@ def test_tuning_one_box_million():
                                        'net.ipv4.tcp_max_tw_buckets': 1000000}
     assert t['netns']['tb-server'] == {'net.core.somaxconn': 65535,
                                        'net.ipv4.tcp_max_syn_backlog': 65535}
-    assert t['memory']['needed_bytes'] == 1000000 * (9700 + 1500) and t['memory']['ok']
+    assert t['memory']['needed_bytes'] == 1000000 * (10100 + 400) and t['memory']['ok']
 
 
 def test_tuning_raises_nr_open_before_a_larger_nofile():
@@ -68,8 +68,8 @@ def test_memory_preflight_fails_with_the_arithmetic():
     t = tuning_of(plan, 'h', kernel(mem_kb=8000000))
     assert not t['ok']
     msg = t['errors'][0]
-    assert '2,000,000 connection ends x (9,700 kernel + 1,500 user bytes per connection) / 2' in msg
-    assert '10,681 MiB' in msg and 'MemAvailable 7,812 MiB x 0.85 = 6,640 MiB' in msg
+    assert '2,000,000 connection ends x (10,100 kernel + 400 user bytes per connection) / 2' in msg
+    assert '10,013 MiB' in msg and 'MemAvailable 7,812 MiB x 0.85 = 6,640 MiB' in msg
 
 
 def test_missing_keys_are_not_set():
