@@ -491,6 +491,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
     nsrc = args.sources or n_sources_for(n, ports)
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
     result = {'phase': label}
+    perf = None
     try:
         sources = create_namespaces(host, nsrc, ehash)
         log('%s: namespaces %s/%s, %d source aliases, child ehash %d'
@@ -647,6 +648,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             log_profile(label, result['profile'])
         result['ok'] = bool(csum.get('reached')) and est >= n
     finally:
+        if perf is not None and perf.poll() is None:
+            stop_perf(perf)         # a phase that failed before the target
         ph.cleanup()
     wait_settled(label)
     return result
