@@ -121,8 +121,8 @@ def test_more_than_65535_listening_endpoints(netpair):
     listening = count_tcp_states(netns=pair.srv, states=['listen'],
                                  local_ports=[(lo, hi)])['listen']
     assert listening == endpoints
-    st = srv.wait_status(lambda s: s.get('listening') == endpoints)
-    assert st['ready']
+    # the status file is written every progress interval: wait for one written after ready
+    srv.wait_status(lambda s: s.get('ready') and s.get('listening') == endpoints)
     # 2 destinations x 32,977 ports: one connection per endpoint and a few more
     n = endpoints + 1000
     cli = pair.client(['--targets', ','.join(addrs), '--ports', '%d-%d' % (lo, hi),
