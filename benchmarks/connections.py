@@ -85,6 +85,7 @@ CLI_CIDR = '198.19.0.0/16'          # aliases 198.19.0.1 ...
 PORT_LO = 10000
 METRICS_PORTS = {'server': 19464, 'client': 19465}     # --metrics, on 127.0.0.1
 BASE_PORT_LO = 20000
+TARGET_PYTHON = '/usr/bin/python3'     # testbed_python's default: the engine's interpreter
 BASE_PER_PROC = 19000
 SOMAXCONN = 262144
 
@@ -377,8 +378,27 @@ def pss(pid):
     return 0
 
 
+# A VM whose balloon reports the guest's free pages to the hypervisor, which takes them
+# back: the next touch of such a page faults it in again (about 13 us per 4 KiB here).
+PAGE_REPORTED = '/sys/module/page_reporting/parameters/reported_kib'
+
+
+def reported_kib():
+    try:
+        return int(read(PAGE_REPORTED))
+    except (OSError, ValueError):
+        return None
+
+
 def wait_settled(label, timeout=300.0):
-    """Wait until the kernel has freed the previous phase's sockets."""
+    """Wait until the kernel has freed the previous phase's sockets and, on a VM with free
+    page reporting, until it has reported that memory back (no change for 3 s).
+
+    Every phase then starts with the same memory: all of it cold. Otherwise a phase that
+    starts soon after a fast teardown finds pages not yet reported (cheap) and one after
+    a slow teardown finds them reported (a fault each), which decides more of the rate
+    than the contender does.
+    """
     t0 = time.monotonic()
     last = None
     while time.monotonic() - t0 < timeout:
@@ -387,8 +407,16 @@ def wait_settled(label, timeout=300.0):
             break
         last = s
         time.sleep(1.0)
-    log('%s: kernel settled after %.1f s (Slab %.0f MB)'
-        % (label, time.monotonic() - t0, meminfo()['Slab'] / 1e6))
+    reported, still = reported_kib(), 0
+    while reported is not None and still < 3 and time.monotonic() - t0 < timeout:
+        time.sleep(1.0)
+        now = reported_kib()
+        still = still + 1 if now == reported else 0
+        reported = now
+    log('%s: kernel settled after %.1f s (Slab %.0f MB%s)'
+        % (label, time.monotonic() - t0, meminfo()['Slab'] / 1e6,
+           ', free pages reported to the hypervisor: %.1f GB' % (reported / 1e6)
+           if reported is not None else ''))
 
 
 def count(ns, local_ports=None, remote_ports=None):
@@ -475,7 +503,7 @@ def scraper(urls, stop, counts):
 
 
 def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine=ENGINE,
-               label=None, tls=None, client_extra=None):
+               label=None, tls=None, client_extra=None, server_extra=None):
     """One run of both halves at args.connections, with heartbeats, a protocol, live
     metrics (textfile + HTTP, scraped every second), TLS (tls: the server's (certificate,
     key) files) if given, by the engine at engine."""
@@ -505,11 +533,13 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                 metrics_args[half] = ['--metrics-dir', mdir, '--metrics-listen',
                                       '127.0.0.1:%d' % METRICS_PORTS[half],
                                       '--metrics-netns', 'parent']
-        server_argv = [sys.executable, engine, 'server', '--listen', SRV_ADDR, '--ports',
+        server_argv = [args.python, engine, 'server', '--listen', SRV_ADDR, '--ports',
                        port_range, '--backlog', str(SOMAXCONN),
                        '--ready-file', ph.path('ready'), '--status-file', ph.path('sstatus'),
                        '--summary-file', ph.path('ssummary')]
         server_argv += metrics_args.get('server', [])
+        server_argv += shlex.split(getattr(args, 'server_args', '') or '') \
+            if server_extra is None else list(server_extra)
         if heartbeat:
             server_argv.append('--echo')
         if protocol != 'tcp':
@@ -525,7 +555,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                                  % open(ph.path('server.err')).read()[-2000:])
             time.sleep(0.05)
         before = kernel_state()
-        client_argv = [sys.executable, engine, 'client', '--targets', SRV_ADDR, '--ports',
+        client_argv = [args.python, engine, 'client', '--targets', SRV_ADDR, '--ports',
                        port_range, '--sources', ','.join(sources), '--connections', str(n),
                        '--status-file', ph.path('cstatus'), '--summary-file', ph.path('csummary')]
         if heartbeat:
@@ -722,67 +752,82 @@ def crossing(timeline, level):
     return None
 
 
-def profile_ramp(path, started_at, timeline, n, pids):
-    """CPU per connection in the first and the last 10% of the ramp, from perf.data.
+def profile_windows(path, windows, pids):
+    """CPU per connection in time windows of a perf.data (all CPUs).
 
-    started_at: the client's Unix time of t_seconds 0 (its summary); pids: role -> pids.
+    windows: name -> (monotonic start, end, connections made in it); pids: role -> pids.
     A sample is 1/PERF_HZ s of one CPU; idle (swapper) is left out. By process (the
-    engine's halves by pid) and by kernel or user function, inclusive: a function is
-    counted once in each sample whose call chain holds it.
+    engine's halves by pid, other processes by name), by function inclusive (a function
+    counts once in each sample whose call chain holds it) and by function self (the
+    function the sample was taken in). Returns (that summary by window, the inclusive
+    sample counts of every function by window).
     """
-    t0 = started_at - (time.time() - time.monotonic())
-    marks = [crossing(timeline, n * f) for f in (0.0, 0.1, 0.9, 1.0)]
-    if None in marks:
-        return {'error': 'the timeline does not reach the target'}
     role_of = {}
     for role, ps in pids.items():
         for pid in ps:
             role_of[pid] = role
-    windows = {'first_10pct': (t0 + marks[0], t0 + marks[1]),
-               'last_10pct': (t0 + marks[2], t0 + marks[3])}
-    stats = dict((w, {'seconds': round(b - a, 2), 'connections': int(n * 0.1), 'samples': 0,
-                      'idle': 0, 'by_process': {}, 'functions': {}})
-                 for w, (a, b) in windows.items())
+    stats = dict((w, {'seconds': round(b - a, 2), 'connections': c, 'samples': 0, 'idle': 0,
+                      'by_process': {}, 'functions': {}, 'self': {}})
+                 for w, (a, b, c) in windows.items())
     for t, pid, comm, frames in perf_samples(path):
-        for w, (a, b) in windows.items():
+        for w, (a, b, _c) in windows.items():
             if a <= t < b:
                 st = stats[w]
                 st['samples'] += 1
                 if comm == 'swapper':
                     st['idle'] += 1
-                    break
+                    continue
                 who = role_of.get(pid, comm)
                 st['by_process'][who] = st['by_process'].get(who, 0) + 1
                 for fn in set(frames):
                     st['functions'][fn] = st['functions'].get(fn, 0) + 1
-                break
+                leaf = frames[0] if frames else '[unknown]'
+                st['self'][leaf] = st['self'].get(leaf, 0) + 1
     us = 1e6 / PERF_HZ
-
-    def per_conn(count, st):
-        return round(count * us / st['connections'], 2)
-
-    out = {'hz': PERF_HZ, 'windows': {}}
+    out = {}
     for w, st in stats.items():
-        top = sorted(st['functions'].items(), key=lambda kv: -kv[1])[:40]
-        out['windows'][w] = {
+        def per_conn(count, st=st):
+            return round(count * us / st['connections'], 2) if st['connections'] else None
+        out[w] = {
             'seconds': st['seconds'], 'connections': st['connections'],
             'connections_per_s': round(st['connections'] / st['seconds'], 1)
             if st['seconds'] > 0 else None,
             'busy_pct': round(100.0 * (st['samples'] - st['idle']) / st['samples'], 1)
             if st['samples'] else None,
-            'us_per_conn_by_process': dict((k, per_conn(v, st)) for k, v in sorted(
+            'us_per_conn_by_process': dict((k, per_conn(v)) for k, v in sorted(
                 st['by_process'].items(), key=lambda kv: -kv[1])[:10]),
-            'us_per_conn_by_function': dict((k, per_conn(v, st)) for k, v in top)}
-    first, last = stats['first_10pct'], stats['last_10pct']
+            'us_per_conn_by_function': dict((k, per_conn(v)) for k, v in sorted(
+                st['functions'].items(), key=lambda kv: -kv[1])[:40]),
+            'us_per_conn_self': dict((k, per_conn(v)) for k, v in sorted(
+                st['self'].items(), key=lambda kv: -kv[1])[:40])}
+    return out, dict((w, st['functions']) for w, st in stats.items())
+
+
+def profile_ramp(path, started_at, timeline, n, pids):
+    """CPU per connection over the whole ramp, and in its first and last 10%, from perf.data
+    (profile_windows), with the functions whose cost per connection grew the most.
+
+    started_at: the client's Unix time of t_seconds 0 (its summary); pids: role -> pids.
+    """
+    t0 = started_at - (time.time() - time.monotonic())
+    marks = [crossing(timeline, n * f) for f in (0.0, 0.1, 0.9, 1.0)]
+    if None in marks:
+        return {'error': 'the timeline does not reach the target'}
+    tenth = int(n * 0.1)
+    windows, counts = profile_windows(path, {'whole': (t0 + marks[0], t0 + marks[3], n),
+                                     'first_10pct': (t0 + marks[0], t0 + marks[1], tenth),
+                                     'last_10pct': (t0 + marks[2], t0 + marks[3], tenth)}, pids)
+    first, last = counts['first_10pct'], counts['last_10pct']
     grown = []
-    for fn in set(first['functions']) | set(last['functions']):
-        a = per_conn(first['functions'].get(fn, 0), first)
-        b = per_conn(last['functions'].get(fn, 0), last)
+    us = 1e6 / PERF_HZ
+    for fn in set(first) | set(last):
+        a = round(first.get(fn, 0) * us / tenth, 2)
+        b = round(last.get(fn, 0) * us / tenth, 2)
         grown.append((round(b - a, 2), fn, a, b))
     grown.sort(reverse=True)
-    out['grown_most'] = [{'function': fn, 'first_us': a, 'last_us': b, 'growth_us': g}
-                         for g, fn, a, b in grown[:15]]
-    return out
+    return {'hz': PERF_HZ, 'windows': windows,
+            'grown_most': [{'function': fn, 'first_us': a, 'last_us': b, 'growth_us': g}
+                           for g, fn, a, b in grown[:15]]}
 
 
 def log_profile(label, prof):
@@ -793,10 +838,16 @@ def log_profile(label, prof):
         log('%s: profile %s: %s connections/s over %.2f s, CPU busy %s%%; us per connection by '
             'process: %s' % (label, w, st['connections_per_s'], st['seconds'], st['busy_pct'],
                              ', '.join('%s %s' % kv for kv in st['us_per_conn_by_process'].items())))
-    log('%s: profile: functions whose CPU per connection grew most from the first to the last '
-        '10%% of the ramp (us per connection, inclusive):' % label)
-    for g in prof['grown_most']:
-        log('    %-40s %8.2f -> %8.2f' % (g['function'][:40], g['first_us'], g['last_us']))
+    whole = prof['windows'].get('whole')
+    if whole:
+        log('%s: profile: where the ramp\'s CPU went (us per connection, self):' % label)
+        for fn, v in list(whole['us_per_conn_self'].items())[:15]:
+            log('    %-40s %8.2f' % (fn[:40], v))
+    if prof.get('grown_most'):
+        log('%s: profile: functions whose CPU per connection grew most from the first to the '
+            'last 10%% of the ramp (us per connection, inclusive):' % label)
+        for g in prof['grown_most']:
+            log('    %-40s %8.2f -> %8.2f' % (g['function'][:40], g['first_us'], g['last_us']))
 
 
 def build_cref(workdir):
@@ -817,8 +868,8 @@ def run_baseline(args, host, label='baseline', command=None):
     """The blocking contenders: the naive Python scripts, or (command: the built cref) the
     C reference; one listener and one client process per port."""
     if command is None:
-        server_cmd = [sys.executable, '-c', BASELINE_SERVER]
-        client_cmd = [sys.executable, '-c', BASELINE_CLIENT]
+        server_cmd = [args.python, '-c', BASELINE_SERVER]
+        client_cmd = [args.python, '-c', BASELINE_CLIENT]
     else:
         server_cmd, client_cmd = [command, 'server'], [command, 'client']
     ph = Phase(args, host, label)
@@ -826,6 +877,7 @@ def run_baseline(args, host, label='baseline', command=None):
     nproc = int(math.ceil(n / float(BASE_PER_PROC)))
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
     result = {'phase': label, 'processes': 2 * nproc}
+    perf = None
     try:
         create_namespaces(host, 1, ehash)
         counts = [n // nproc + (1 if i < n % nproc else 0) for i in range(nproc)]
@@ -845,6 +897,7 @@ def run_baseline(args, host, label='baseline', command=None):
         for c in clients:
             if c.stdout.readline().strip() != 'loaded':
                 raise BenchError('a %s client did not start' % label)
+        perf = start_perf(ph.path('perf.data')) if getattr(args, 'perf', False) else None
         before = kernel_state()
         log('%s: %d listener + %d client processes, blocking calls; go' % (label, nproc, nproc))
         t0 = time.monotonic()
@@ -868,6 +921,13 @@ def run_baseline(args, host, label='baseline', command=None):
         if pending:
             log('%s: %d client processes did not finish' % (label, len(pending)))
         at = kernel_state()
+        if perf is not None:
+            stop_perf(perf)
+            if done_t:
+                result['profile'] = {'hz': PERF_HZ, 'windows': profile_windows(
+                    ph.path('perf.data'), {'whole': (t0, max(done_t), n)},
+                    {'client': [c.pid for c in clients], 'server': [s.pid for s in servers]})[0]}
+                log_profile(label, result['profile'])
         seconds = (max(done_t) - t0) if done_t else None
         user = sum(pss(p.pid) for p in servers + clients)
         # ip netns exec execs python, so the Popen pid is the python process
@@ -895,6 +955,8 @@ def run_baseline(args, host, label='baseline', command=None):
             p.wait()
         result['teardown_seconds'] = round(time.monotonic() - t_stop, 2)
     finally:
+        if perf is not None and perf.poll() is None:
+            stop_perf(perf)
         ph.cleanup()
     wait_settled(label)
     return result
@@ -1003,23 +1065,39 @@ def main():
                    help='also run the engine with these client options instead of '
                         '--client-args (phase engine_variant), for instance "--inflight 1024", '
                         'and report the ratio')
+    p.add_argument('--server-args', default='', metavar='ARGS',
+                   help='extra options of the engine\'s server half, for instance '
+                        '"--watch epoll"')
+    p.add_argument('--variant-server', metavar='ARGS',
+                   help='the server options of the variant (phase engine_variant) instead of '
+                        '--server-args, for instance "--watch epoll"')
+    p.add_argument('--python', default=TARGET_PYTHON if os.path.exists(TARGET_PYTHON)
+                   else sys.executable,
+                   help='the interpreter the engine and the naive baseline run with (default: '
+                        '%s, what the roles run the engine with on a target, where it exists; '
+                        'else this one)' % TARGET_PYTHON)
     p.add_argument('--perf', action='store_true',
-                   help='profile every CPU with perf during each engine phase and report, for '
-                        'the first and the last 10%% of the ramp, the CPU microseconds per '
-                        'connection by process and by kernel function')
+                   help='profile every CPU with perf during each phase and report the CPU '
+                        'microseconds per connection by process and by function over the ramp '
+                        '(the engine phases also for its first and last 10%%)')
     p.add_argument('--baseline-first', action='store_true',
                    help='run the baseline and the C reference before the engine instead of after '
                         'it (the phase that runs first on a VM whose freed memory goes back to '
                         'the hypervisor pays for faulting fresh pages in)')
+    p.add_argument('--warmup', action='store_true',
+                   help='run the engine once before the measured phases, unmeasured: on a VM '
+                        'whose freed memory goes back to the hypervisor the first phase pays '
+                        'for faulting fresh pages in')
     p.add_argument('--keep-going', action='store_true',
                    help='run the remaining phases when one fails (exit 1 at the end)')
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
     p.add_argument('--sources', type=int, default=0, help='client source aliases (default: '
                    'enough for <= 16,000 connections per tuple)')
     p.add_argument('--rounds', type=int, default=1,
-                   help='run the engine phases (engine, its variants, the reference engine) this '
-                        'many times, in alternating order, and keep the median rate of each: on a '
-                        'noisy machine a slow spell then hits every contender')
+                   help='run every phase (the engine, its variants, the reference engine, the '
+                        'baseline and the C reference) this many times, in alternating order, '
+                        'and keep the median rate of each: on a noisy machine a slow spell then '
+                        'hits every contender')
     args = p.parse_args()
     if args.rounds < 1:
         p.error('--rounds: give 1 or more')
@@ -1039,31 +1117,35 @@ def main():
         if args.metrics:
             engines.append(('engine_metrics',
                             lambda: run_engine(args, host, metrics=True, label='engine-metrics')))
-        if args.variant is not None:
-            engines.append(('engine_variant',
-                            lambda: run_engine(args, host, label='engine-variant',
-                                               client_extra=shlex.split(args.variant))))
+        if args.variant is not None or args.variant_server is not None:
+            engines.append(('engine_variant', lambda: run_engine(
+                args, host, label='engine-variant',
+                client_extra=None if args.variant is None else shlex.split(args.variant),
+                server_extra=None if args.variant_server is None
+                else shlex.split(args.variant_server))))
         if args.reference_engine:
             engines.append(('engine_reference',
                             lambda: run_engine(args, host,
                                                engine=os.path.abspath(args.reference_engine),
                                                label='engine-reference')))
-        plan = []
-        for r in range(args.rounds):
-            plan += engines if r % 2 == 0 else engines[::-1]
         if args.baseline:
-            plan.append(('baseline', lambda: run_baseline(args, host)))
+            blocking = [('baseline', lambda: run_baseline(args, host))]
             cref, why = build_cref(os.path.join('/tmp', 'tbd-bench-cref-%d' % os.getpid()))
             if cref:
                 log('c: built %s from %s' % (cref, CREF_SRC))
-                plan.append(('c', lambda: run_baseline(args, host, 'c', cref)))
+                blocking.append(('c', lambda: run_baseline(args, host, 'c', cref)))
             else:
                 log('c: %s' % why)
                 phases['c'] = {'phase': 'c', 'ok': None, 'skipped': why}
-        if args.baseline_first:
-            # what runs first pays for fresh memory (see --baseline-first): swap the order
-            plan = [ph for ph in plan if ph[0] in ('baseline', 'c')] + \
-                [ph for ph in plan if ph[0] not in ('baseline', 'c')]
+            # what runs first pays for fresh memory (see --baseline-first)
+            engines = blocking + engines if args.baseline_first else engines + blocking
+        plan = []
+        if args.warmup:
+            # a first run nobody is measured by: the fresh-memory cost of a first phase
+            # (docs/sizing.md) then hits no contender
+            plan.append(('warmup', lambda: run_engine(args, host, label='warmup')))
+        for r in range(args.rounds):
+            plan += engines if r % 2 == 0 else engines[::-1]
         runs = {}
         for name, fn in plan:
             try:
@@ -1148,7 +1230,9 @@ def main():
         out['ratio_vs_variant'] = round(eng['connections_per_s'] / var['connections_per_s'], 3)
         log('the engine (%s) vs its variant (%s): %.3fx the rate (%s vs %s connections/s), '
             'kernel %s vs %s B per connection'
-            % (args.client_args or 'defaults', args.variant, out['ratio_vs_variant'],
+            % (' | '.join(filter(None, (args.client_args, args.server_args))) or 'defaults',
+               ' | '.join(filter(None, (args.variant, args.variant_server))),
+               out['ratio_vs_variant'],
                eng['connections_per_s'], var['connections_per_s'],
                eng.get('kernel_bytes_per_conn'), var.get('kernel_bytes_per_conn')))
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')

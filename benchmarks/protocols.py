@@ -71,6 +71,10 @@ def main():
     p.add_argument('--sources', type=int, default=0)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
     p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
+    p.add_argument('--python', default=bench.TARGET_PYTHON if os.path.exists(bench.TARGET_PYTHON)
+                   else sys.executable,
+                   help='the interpreter the engine runs with (default: %s where it exists, '
+                        'what the roles use on a target)' % bench.TARGET_PYTHON)
     args = p.parse_args()
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()

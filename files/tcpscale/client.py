@@ -15,10 +15,12 @@ destinations x ports, so every tuple carries the same share.
 import array
 import errno
 import heapq
+import itertools
 import math
 import os
 import random
 import select
+import signal
 import socket
 import _socket
 import time
@@ -33,15 +35,17 @@ from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_R
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
                   F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
                   F_PEAK, F_PID, F_QUOTA, F_RATE, F_REQ_SENT, F_RESP_RECV, F_RTT_SUM_US, F_STATE,
-                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, HIST_BASE, HIST_PER_E,
+                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, F_WATCH_ACK,
+                  F_WATCH_GO, F_WATCH_PASSES, F_WATCH_REQ, F_WATCH_US, HIST_BASE, HIST_PER_E,
                   HIST_SLOTS, PEER_CLOSED, PEER_RESET,
                   SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED, ST_STARTING,
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, hist_add, hist_merge, hist_summary,
                   publish_cpu, publish_statuses, status_counts)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
-                     IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, log, set_name,
-                     write_json_atomic)
+                     IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, fd_table, log,
+                     set_name, write_json_atomic)
+from .watch import HELD_EVENTS, describe, POLLIN, POLLOUT, Poller
 
 HB_BURST = 32               # heartbeats a client worker sends in one pass (small: RTT fidelity)
 CONNECT_BATCH = 256         # connects started in one pass of a worker's loop at most
@@ -67,10 +71,14 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
 class ClientWorker(object):
     """Opens connections start_g .. start_g + quota - 1 of the run, then holds them.
 
-    Each connection is a bare descriptor in an array('i') (no socket object),
-    watched by one epoll. One pass of the loop: open what the rate and the
-    in-flight cap allow, wait for events, handle them, expire handshakes
-    that took too long, send the heartbeats that are due, publish the counts.
+    Each connection is a bare descriptor in an array('i') (no socket object).
+    Watch mode epoll: every connection is in the worker's epoll set. Watch
+    mode poll (watch.py): the in-flight handshakes are polled, and the held
+    connections once every --watch-interval seconds; no epoll item per
+    connection. One pass of the loop: open what the rate and the in-flight
+    cap allow, wait for events, handle them, expire handshakes that took too
+    long, send the heartbeats that are due (or, polling, check the held
+    connections when due), publish the counts.
     Each phase is a method that binds what it uses to locals once per pass: a
     worker makes about one pass per 250 connections while it connects, so the
     calls of a pass cost nothing measurable. The per-connection work stays
@@ -97,10 +105,17 @@ class ClientWorker(object):
         self.q[b + F_PID] = os.getpid()
         self.q[b + F_QUOTA] = quota
         self.q[b + F_STATE] = ST_ACTIVE
-        self.epoll = select.epoll(1024)
-        self.epoll.register(self.wake_r, select.EPOLLIN)
+        self.poller = Poller() if plan.watch == 'poll' else None
+        self.epoll = None
+        if self.poller is None:
+            self.epoll = select.epoll(1024)
+            self.epoll.register(self.wake_r, select.EPOLLIN)
+        self.watch_interval = plan.watch_interval
+        self.watch_acked = 0
+        self.watch_passes = 0
+        self.watch_s = 0.0
         self.fds = array.array('i')                             # held connections
-        self.pos = array.array('i', [0]) * (plan.nofile + 2)    # fd -> index in fds + 1
+        self.pos = fd_table(plan.nofile, plan.nofile + 1)       # fd -> index in fds + 1
         self.inflight = {}                                      # fd -> (g, attempt, started, dst)
         self.retry_heap = []                                    # (due, g, attempt)
         self.hb_pending = {}                                    # fd -> heartbeat sent at
@@ -109,7 +124,8 @@ class ClientWorker(object):
         self.statuses = {}                                      # HTTP status -> responses
         self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
         self.greeting = self.no_answer = 0                      # first answers outstanding, never came
-        self.rbufs = [bytearray(65536)]
+        # only drops are read, polling (tcp without heartbeats): a small buffer will do
+        self.rbufs = [bytearray(4096 if self.poller is not None else 65536)]
         self.tls = plan.tls                                     # an SSLContext, or None
         self.tlss = {} if plan.tls is not None else None        # fd -> tls.Conn
         self.sessions = {}                                      # destination -> TLS session
@@ -124,6 +140,7 @@ class ClientWorker(object):
         self.dropped = self.drop_rst = self.hb_cursor = self.hb_sent = self.hb_recv = 0
         self.tokens = self.hb_budget = 0.0
         self.last = self.last_scan = self.last_ppid = self.last_hb = time.monotonic()
+        self.last_watch = self.last
         self.hb_start = INF
         self.done = False
 
@@ -134,7 +151,9 @@ class ClientWorker(object):
 
     def loop(self):
         q, b, flags = self.q, self.b, self.flags
-        poll = self.epoll.poll
+        poll = self.epoll.poll if self.poller is None else self.poll_inflight
+        polling = self.poller is not None
+        interval = self.watch_interval
         monotonic = time.monotonic
         heartbeats = self.hb_interval > 0
         while True:
@@ -154,7 +173,50 @@ class ClientWorker(object):
                 self.expire(now)
             if heartbeats and self.fds and now >= self.hb_start:
                 self.heartbeat(now)
+            if polling:
+                req = q[b + F_WATCH_REQ]
+                if req != self.watch_acked:
+                    self.watch_held(now)
+                    self.watch_acked = req
+                elif q[b + F_WATCH_GO] and now - self.last_watch >= interval:
+                    self.watch_held(now)
             self.publish()
+
+    # --- watch mode poll
+    def poll_inflight(self, timeout, _maxevents):
+        """The events of the in-flight handshakes and the wake-up pipe (epoll.poll's form)."""
+        if self.done and self.q[self.b + F_WATCH_GO]:
+            timeout = min(timeout, max(0.0, self.last_watch + self.watch_interval
+                                       - time.monotonic()))
+        return self.poller.ready(array.array('i', self.inflight), POLLOUT,
+                                 math.ceil(timeout * 1000), (self.wake_r, POLLIN))
+
+    def watch_held(self, now):
+        """One poll() over the held connections: the ones the peer ended are dropped
+        (FIN or RST, as a read tells), data nobody asked for is read and ignored.
+
+        When: once this worker's quota is open (before it counts as done), every
+        --watch-interval seconds once the supervisor says the ramp is over, and when
+        the supervisor asks (the end of the hold). Never during the ramp otherwise:
+        a pass costs about 0.3 us per held connection, which the ramp needs.
+        """
+        self.last_watch = now
+        ready = self.poller.ready(self.fds, HELD_EVENTS)
+        est = self.est
+        rbufs = self.rbufs
+        for fd, _ev in ready:
+            try:
+                n = os.readv(fd, rbufs)
+            except BlockingIOError:
+                continue
+            except OSError:
+                est -= self.drop(fd, True)
+                continue
+            if n == 0:
+                est -= self.drop(fd, False)
+        self.est = est
+        self.watch_passes += 1
+        self.watch_s += time.monotonic() - now
 
     def orphaned(self, now):
         """Every half second: publish the CPU time; whether the supervisor is gone."""
@@ -186,13 +248,21 @@ class ClientWorker(object):
         if k > 0:
             g0 = self.next_g
             self.next_g = g0 + k
-            self.connect([(g, 0) for g in range(g0, g0 + k)], now)
+            self.connect(zip(range(g0, g0 + k), itertools.repeat(0)), now)
             n += k
+        self.attempts += n
         if rate > 0:
             self.tokens -= n
 
     def connect(self, todo, now):
-        """One non-blocking connect per (g, attempt) in todo (connection g, its retry attempt)."""
+        """One non-blocking connect per (g, attempt) in todo (connection g, its retry attempt).
+
+        A second connect() right after EINPROGRESS says whether the handshake already
+        completed (0), as it does when the server's kernel answers within the first
+        call (the same host, or a fast network), or is still on its way (EALREADY):
+        an established connection is held at once, without an in-flight entry, a
+        poll and an event, which is most of the engine's own work per connection.
+        """
         plan = self.plan
         segments = plan.segments
         single = len(segments) == 1
@@ -203,12 +273,19 @@ class ClientWorker(object):
         nonblock_stream = socket.SOCK_STREAM | SOCK_NONBLOCK
         sol_ip = socket.IPPROTO_IP
         freebind = self.freebind
-        einprogress = errno.EINPROGRESS
-        register = self.epoll.register
+        einprogress, ealready = errno.EINPROGRESS, errno.EALREADY
+        register = self.epoll.register if self.epoll is not None else None
         monotonic = time.monotonic
         conn_mask = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        held_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
         inflight = self.inflight
         fail = self.fail
+        fds = self.fds
+        fds_append, pos = fds.append, self.pos
+        q, conn_hist, log, last_bucket = self.q, self.conn_hist, math.log, HIST_SLOTS - 1
+        speaks = self.proto != 'tcp' or self.tls is not None
+        opened = 0
+        lat_us = 0.0
         for g, attempt in todo:
             p = (g + attempt) % tuples
             if single:
@@ -230,16 +307,52 @@ class ClientWorker(object):
                 s.bind((src, 0))
                 t = monotonic()
                 err = s.connect_ex(dst)
+                if err == einprogress:
+                    err = s.connect_ex(dst)
             except OSError as exc:
                 err = exc.errno or 0
-            if err == einprogress or err == 0:
+            if err == 0:
+                # established: held now (the connect latency, inline as in dispatch)
                 fd = s.detach()
-                register(fd, conn_mask)
+                if register is not None:
+                    register(fd, held_mask)
+                fds_append(fd)
+                pos[fd] = len(fds)
+                opened += 1
+                us = (monotonic() - t) * 1e6
+                lat_us += us
+                i = int(log(us + 1.0) * HIST_PER_E) if us > 0 else 0
+                q[conn_hist + (i if i < last_bucket else last_bucket)] += 1
+                if speaks:
+                    self.established(fd, dst, now)
+            elif err == ealready:
+                fd = s.detach()
+                if register is not None:
+                    register(fd, conn_mask)
                 inflight[fd] = (g, attempt, t, dst)
             else:
                 s.close()
                 fail(g, attempt, err, now)
-        self.attempts += len(todo)
+        if opened:
+            self.opened(opened, lat_us, now)
+
+    def established(self, fd, dst, now):
+        """A connection just established that speaks a protocol or TLS: its first words."""
+        if self.tls is not None:
+            self.tls_start(fd, dst, now)
+        else:
+            self.greet(fd, dst, now)
+
+    def opened(self, n, lat_us, now):
+        """n connections were established (their connect latencies summing to lat_us)."""
+        self.q[self.b + F_CONNECT_SUM_US] += int(lat_us)
+        est = self.est + n
+        self.est = est
+        self.total += n
+        if est > self.peak:
+            self.peak = est
+        if self.hb_start == INF:
+            self.hb_start = self.last_hb = now + self.hb_interval
 
     def fail(self, g, attempt, err, now):
         """A connect failed with err: count it, retry later (exponential backoff) or give up."""
@@ -255,7 +368,7 @@ class ClientWorker(object):
         """How long the next poll may wait (s)."""
         if self.done:
             if self.hb_interval <= 0:
-                return 1.0
+                return 1.0          # (polling: until the next watch pass at most)
             if self.hb_budget >= 1:
                 return 0
             return min(0.1, max(0.001, self.hb_interval / max(1, len(self.fds)) * HB_BURST))
@@ -293,7 +406,6 @@ class ClientWorker(object):
         opened = 0
         hb_recv = 0
         speaks = self.proto != 'tcp' or self.tls is not None
-        tls = self.tls
         for fd, ev in events:
             st = inflight_pop(fd, None)
             if st is not None:
@@ -308,10 +420,8 @@ class ClientWorker(object):
                     lat_us += us
                     i = int(log(us + 1.0) * HIST_PER_E) if us > 0 else 0
                     q[conn_hist + (i if i < last_bucket else last_bucket)] += 1
-                    if tls is not None:
-                        self.tls_start(fd, st[3], now)
-                    elif speaks:
-                        self.greet(fd, st[3], now)
+                    if speaks:
+                        self.established(fd, st[3], now)
                 continue
             if fd == wake_r:
                 drain(wake_r)
@@ -335,16 +445,10 @@ class ClientWorker(object):
                 if t is not None:
                     hb_recv += 1
                     hist_add(q, hist_base, now - t, rtt_sum)
-        if opened:
-            q[self.b + F_CONNECT_SUM_US] += int(lat_us)
-        est += opened
         self.est = est
-        self.total += opened
         self.hb_recv += hb_recv
-        if est > self.peak:
-            self.peak = est
-        if opened and self.hb_start == INF:
-            self.hb_start = self.last_hb = now + self.hb_interval
+        if opened:
+            self.opened(opened, lat_us, now)
 
     # --- the application protocol (http, websocket)
     def greet(self, fd, dst, now):
@@ -606,6 +710,10 @@ class ClientWorker(object):
     # --- publishing
     def publish(self):
         q, b = self.q, self.b
+        finishing = not self.done and self.next_g >= self.end_g and not self.inflight \
+            and not self.retry_heap and not self.greeting
+        if finishing and self.poller is not None:
+            self.watch_held(time.monotonic())   # what the peer ended while the quota opened
         if self.req_sent:
             q[b + F_REQ_SENT] = self.req_sent
             q[b + F_RESP_RECV] = self.resp_recv
@@ -623,14 +731,16 @@ class ClientWorker(object):
         q[b + F_DROP_RST] = self.drop_rst
         q[b + F_HB_SENT] = self.hb_sent
         q[b + F_HB_RECV] = self.hb_recv
+        q[b + F_WATCH_PASSES] = self.watch_passes
+        q[b + F_WATCH_US] = int(self.watch_s * 1e6)
+        q[b + F_WATCH_ACK] = self.watch_acked          # after F_EST: the count is the pass's
         if self.tlss is not None:
             q[b + F_TLS_DONE] = self.tls_done
             q[b + F_TLS_RESUMED] = self.tls_resumed
             q[b + F_TLS_FAILED] = self.tls_failed
         if self.done:
             return
-        if self.next_g >= self.end_g and not self.inflight and not self.retry_heap \
-                and not self.greeting:
+        if finishing:
             self.done = True
             q[b + F_DONE_NS] = time.monotonic_ns()
             publish_cpu(q, b)           # the CPU of the ramp, complete (not 0.5 s old)
@@ -694,6 +804,7 @@ class ClientRun(object):
         self.next_tick = self.t0 + args.progress_interval
         self.last_tick = (0, self.t0)
         self.last_status = 0.0
+        self.watching = False           # watch mode poll: the ramp is over, periodic passes on
 
     # --- shared-memory readings
     def total_of(self, field):
@@ -818,6 +929,43 @@ class ClientRun(object):
         for i in active:
             d[i * SLOT_WORDS + F_RATE] = share
             q[i * SLOT_WORDS + F_INFL_CAP] = cap
+
+    def start_watching(self, states):
+        """Watch mode poll: once no worker connects any more, the periodic passes begin."""
+        if self.watching or self.plan.watch != 'poll' or self.started < self.plan.workers \
+                or any(st in (ST_STARTING, ST_ACTIVE) for st in states):
+            return
+        self.watching = True
+        for i in range(self.started):
+            self.q[i * SLOT_WORDS + F_WATCH_GO] = 1
+
+    def last_watch_pass(self, timeout=30.0):
+        """Watch mode poll: every live worker checks what it holds now (its count goes
+        into the summary); returns when they all did, or after timeout seconds."""
+        if self.plan.watch != 'poll':
+            return
+        q, sup = self.q, self.sup
+        waiting = {}
+        for pid, i in list(sup.children.items()):
+            b = i * SLOT_WORDS
+            token = q[b + F_WATCH_ACK] + 1
+            q[b + F_WATCH_REQ] = token
+            waiting[pid] = (b, token)
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            sup.reap(self.on_lost)
+            for pid, (b, token) in list(waiting.items()):
+                if q[b + F_WATCH_ACK] == token or pid not in sup.children:
+                    del waiting[pid]
+            if waiting:
+                sup.wait(0.01)
+        if waiting:
+            log('warning: %d worker(s) did not check their connections within %.0f s'
+                % (len(waiting), timeout))
 
     def check_reached(self, now, states, est):
         plan = self.plan
@@ -978,6 +1126,7 @@ class ClientRun(object):
             self.start_workers(states)
             self.share_rate(now)
             states = self.states()
+            self.start_watching(states)
             est = self.total_of(F_EST)
             self.peak_total = max(self.peak_total, est)
             self.check_reached(now, states, est)
@@ -1001,6 +1150,7 @@ class ClientRun(object):
     # --- the end
     def stop(self):
         sup = self.sup
+        self.last_watch_pass()
         cpu_at_stop = self.cpu_totals()
         final = {'established': self.total_of(F_EST), 'pss': sup.pss_total(self.live_pids()),
                  'kernel': sup.kernel_bytes(), 'dropped': self.total_of(F_DROPPED)}
@@ -1121,6 +1271,10 @@ class ClientRun(object):
                      'tuples': plan.tuples,
                      'local_port_range': [plan.port_lo, plan.port_hi],
                      'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
+            'watch': {'mode': plan.watch, 'why': plan.watch_why,
+                      'interval_s': plan.watch_interval if plan.watch == 'poll' else None,
+                      'passes': self.total_of(F_WATCH_PASSES),
+                      'seconds': round(self.total_of(F_WATCH_US) / 1e6, 3)},
             'close_seconds': close_s,
             'cpu_at_target': self.at_target['cpu'] if self.reached else None,
             'cpu_at_stop': cpu_at_stop, 'cpu_final': self.cpu_totals(),
@@ -1162,6 +1316,7 @@ def client_main(args):
         log('error: %s' % exc)
         return EXIT_USAGE
     log('plan: %s; %d connections, %d per tuple' % (plan.arith, plan.target, plan.per_tuple))
+    log(describe(plan))
     log('nofile: soft limit %d raised to %d (hard %d); %d reserved, %d connections per worker at '
         'most -> %d workers (%d connecting at a time)'
         % (plan.nofile_before, plan.nofile, plan.nofile_hard, RESERVE_FDS, plan.cap,

@@ -16,6 +16,7 @@ import socket
 from . import ipplan
 from . import protocol
 from . import tls as tls_mod
+from . import watch
 from .system import (Usage, cpu_count, local_port_range, probe_addresses, raise_nofile,
                      read_sysctl)
 
@@ -111,6 +112,21 @@ def check_client_options(args):
         raise Usage('--heartbeat-size: give 1 to 65536 bytes')
     if args.progress_interval <= 0:
         raise Usage('--progress-interval: must be > 0')
+
+
+def plan_watch(plan, args, half, needs):
+    """plan.watch, plan.watch_why, plan.watch_interval from --watch and --watch-interval.
+
+    needs: what makes the half read data as it arrives ('' when it only holds).
+    """
+    plan.watch_interval = getattr(args, 'watch_interval', 1.0)
+    if not plan.watch_interval > 0:
+        raise Usage('--watch-interval: give seconds > 0')
+    try:
+        plan.watch, plan.watch_why = watch.resolve(getattr(args, 'watch', 'auto') or 'auto',
+                                                   needs, half)
+    except ValueError as exc:
+        raise Usage(str(exc))
 
 
 def client_sources(args):
@@ -259,6 +275,10 @@ class ClientPlan(object):
                                               self.tls_server_name)
         elif getattr(args, 'tls_ca', None) or self.tls_server_name:
             raise Usage('--tls-ca and --tls-server-name need --tls')
+        needs = [w for w, on in (('heartbeats', args.heartbeat_interval > 0),
+                                 ('--protocol %s' % self.protocol, self.protocol != 'tcp'),
+                                 ('TLS', self.tls is not None)) if on]
+        plan_watch(self, args, 'client', ', '.join(needs))
 
     def plan_protocol(self, args):
         """The request of each destination (http), or its upgrade request's parts (websocket)."""
@@ -355,6 +375,11 @@ class ServerPlan(object):
         if bool(cert) != bool(key):
             raise Usage('--tls-cert and --tls-key go together (the certificate and its key)')
         self.tls = tls_mod.server_context(cert, key) if cert else None
+        protocol_name = getattr(args, 'protocol', 'tcp') or 'tcp'
+        needs = [w for w, on in (('--echo', bool(getattr(args, 'echo', False))),
+                                 ('--protocol %s' % protocol_name, protocol_name != 'tcp'),
+                                 ('TLS', self.tls is not None)) if on]
+        plan_watch(self, args, 'server', ', '.join(needs))
 
     def endpoint(self, e):
         a = self.addrs[e // self.nports]

@@ -29,17 +29,19 @@ from .plan import RESERVE_FDS, ServerPlan
 from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECHO_BYTES,
                   F_ERR_INDEX, F_ERRNO, F_EST, F_LANE, F_LISTEN, F_LOST_HELD, F_LOST_NS,
                   F_LOST_STATUS, F_NHOLDERS, F_PEAK, F_PID, F_STATE, F_TLS_DONE, F_TLS_FAILED,
-                  F_TOTAL, F_WANT, SLOT_WORDS,
+                  F_TOTAL, F_WANT, F_WATCH_GO, F_WATCH_PASSES, F_WATCH_US, SLOT_WORDS,
                   ST_ACTIVE, ST_EXITED, ST_FAILED, ST_HOLDING, ST_LOST, ST_STARTING, STATE_NAMES,
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, publish_cpu)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_OK, EXIT_USAGE, SOCK_CLOEXEC, SOCK_NONBLOCK, Usage,
-                     child_setup, close_rst, drain, libc, log, lost_children, set_name,
-                     write_json_atomic)
+                     child_setup, close_rst, drain, fd_table, libc, log, lost_children,
+                     set_name, write_json_atomic)
+from .watch import HELD_EVENTS, describe, Poller
 
-ACCEPT_BATCH = 128          # a server holder that accepted fewer than this in one round
-ACCEPT_PAUSE = 0.002        # ... waits this long (s) for the accept queue to fill
+ACCEPT_BATCH = 512          # a server holder that accepted fewer than this in one round
+ACCEPT_PAUSE = 0.005        # ... waits this long (s) for the accept queue to fill
 KEEPER_GRACE = 60.0         # seconds a keeper gives its holders to close, then SIGKILL
+QUIET_S = 1.0               # watch mode poll: no connection accepted this long ends the ramp
 
 
 def make_listener(plan, e, reuseport):
@@ -263,7 +265,10 @@ class Holder(object):
     Connections are bare descriptors (array('i')); u counts them per
     endpoint for the supervisor. One pass of the loop: wait for events,
     accept or read (echo) or close, pause briefly when connections trickle
-    in (so that they are accepted in batches), publish.
+    in (so that they are accepted in batches), publish. Watch mode epoll:
+    every held connection is in the holder's epoll set; watch mode poll
+    (watch.py): only the listening sockets are, and the held connections are
+    checked with one poll() every --watch-interval seconds.
     """
 
     def __init__(self, parent_pid, plan, args, shm, slot, lane, lanes, notify_keeper):
@@ -292,9 +297,10 @@ class Holder(object):
             self.ep.register(s.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
         self.q[b + F_LISTEN] = len(self.mine)
         self.q[b + F_STATE] = ST_ACTIVE
+        self.poller = Poller() if plan.watch == 'poll' else None
         self.fds = array.array('i')
-        self.pos = array.array('i', [0]) * (plan.nofile + 2)     # fd -> index in fds + 1
-        self.epof = array.array('i', [0]) * (plan.nofile + 2)    # fd -> endpoint in the group
+        self.pos = fd_table(plan.nofile, plan.nofile + 1)        # fd -> index in fds + 1
+        self.epof = fd_table(plan.nofile, plan.group_size)       # fd -> endpoint in the group
         self.protocol = getattr(args, 'protocol', 'tcp') or 'tcp'
         self.echo = args.echo or self.protocol != 'tcp'
         self.answer = None if self.protocol == 'tcp' else self.answer_http \
@@ -312,13 +318,16 @@ class Holder(object):
         self.upgraded = array.array('b', [0]) * (plan.nofile + 2) \
             if self.protocol == 'websocket' else None
         self.response = protocol.http_response()
-        rbuf = bytearray(65536)
+        # polling, only what clients send unasked is read (and dropped): a small buffer
+        rbuf = bytearray(4096 if self.poller is not None else 65536)
         self.rbufs = [rbuf]
         self.rview = memoryview(rbuf)
         lib = libc()
         self.accept4 = lib.accept4 if lib else accept4_fallback(self.mine)
         self.accepting = True
         self.asked = False
+        self.watch_passes = 0
+        self.watch_s = 0.0
 
     def run(self):
         self.serve()
@@ -346,17 +355,20 @@ class Holder(object):
         fds, pos, epof = self.fds, self.pos, self.epof
         fds_append = fds.append
         cap, ask_at, echo, answer = self.cap, self.ask_at, self.echo, self.answer
-        upgraded, tlss = self.upgraded, self.tlss
         rbufs, rview = self.rbufs, self.rview
-        readv, write, close = os.readv, os.write, os.close
+        readv, write = os.readv, os.write
         accept4, flags4 = self.accept4, SOCK_NONBLOCK | SOCK_CLOEXEC
         get_errno, eagain = ctypes.get_errno, errno.EAGAIN
         conn_mask = select.EPOLLIN | select.EPOLLRDHUP
+        if self.poller is not None:
+            register = None         # watch mode poll: held connections stay out of epoll
+        interval = self.plan.watch_interval
         sleep, monotonic = time.sleep, time.monotonic
         held = total = closed = echo_bytes = peak = 0
-        last_ppid = monotonic()
+        last_ppid = last_watch = monotonic()
+        wait = 1.0 if register is not None else min(1.0, interval)
         while not flags['stop']:
-            events = poll(1.0, 4096)
+            events = poll(wait, 4096)
             before = total
             for fd, _ev in events:
                 li = listener_get(fd)
@@ -371,7 +383,8 @@ class Holder(object):
                             if err != eagain:
                                 self.accept_error(err)
                             break
-                        register(cfd, conn_mask)
+                        if register is not None:
+                            register(cfd, conn_mask)
                         fds_append(cfd)
                         held += 1
                         pos[cfd] = held
@@ -399,26 +412,12 @@ class Holder(object):
                         echo_bytes += n
                     except OSError:
                         n = 0
-                if n == 0:
-                    i = pos[fd] - 1
-                    if i < 0:
-                        continue
-                    lastfd = fds[-1]
-                    fds[i] = lastfd
-                    pos[lastfd] = i + 1
-                    fds.pop()
-                    pos[fd] = 0
-                    u[ubase + epof[fd]] -= 1
+                if n == 0 and self.forget(fd):
                     held -= 1
                     closed += 1
-                    if upgraded is not None:
-                        upgraded[fd] = 0
-                    if tlss is not None:
-                        tlss.pop(fd, None)
-                    close(fd)
             if held > peak:
                 peak = held
-            if 0 < total - before < ACCEPT_BATCH:
+            if ACCEPT_PAUSE and 0 < total - before < ACCEPT_BATCH:
                 # Connections keep arriving: the kernel completes their handshakes and
                 # queues them (the client sees them established), so let a batch build
                 # up instead of waking once per connection.
@@ -429,10 +428,56 @@ class Holder(object):
             q[b + F_DROPPED] = closed
             q[b + F_ECHO_BYTES] = echo_bytes
             now = monotonic()
+            if register is None and q[b + F_WATCH_GO] and now - last_watch >= interval:
+                last_watch = now
+                gone = self.watch_held(now)
+                held -= gone
+                closed += gone
+                q[b + F_EST] = held
+                q[b + F_DROPPED] = closed
             if now - last_ppid > 0.5:
                 last_ppid = now
                 if self.orphaned():
                     break
+
+    def forget(self, fd):
+        """A held connection the client ended: out of the counts, closed.
+        Returns False when fd was not a held connection."""
+        pos, fds = self.pos, self.fds
+        i = pos[fd] - 1
+        if i < 0:
+            return False
+        lastfd = fds[-1]
+        fds[i] = lastfd
+        pos[lastfd] = i + 1
+        fds.pop()
+        pos[fd] = 0
+        self.u[self.ubase + self.epof[fd]] -= 1
+        if self.upgraded is not None:
+            self.upgraded[fd] = 0
+        if self.tlss is not None:
+            self.tlss.pop(fd, None)
+        os.close(fd)
+        return True
+
+    def watch_held(self, now):
+        """Watch mode poll: one poll() over the held connections. Returns how many the
+        clients ended (closed here); data nobody asked for is read and ignored."""
+        gone = 0
+        for fd, _ev in self.poller.ready(self.fds, HELD_EVENTS):
+            try:
+                n = os.readv(fd, self.rbufs)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            if n == 0 and self.forget(fd):
+                gone += 1
+        self.watch_passes += 1
+        self.watch_s += time.monotonic() - now
+        self.q[self.b + F_WATCH_PASSES] = self.watch_passes
+        self.q[self.b + F_WATCH_US] = int(self.watch_s * 1e6)
+        return gone
 
     # --- the application protocol: what to write back for the data read on fd
     def answer_http(self, _fd, data):
@@ -548,6 +593,7 @@ class ServerRun(object):
         self.next_tick = self.t0 + args.progress_interval
         self.last = (0, self.t0)
         self.peak = 0
+        self.accepted_seen, self.accepted_at = 0, time.monotonic()     # update_watch
         self.reported = set()           # holder slots whose loss is recorded
 
     def holder_slots(self):
@@ -651,6 +697,10 @@ class ServerRun(object):
                 'ready': self.ready, 'holders': self.holders(),
                 'accepted_total': self.field_sum(F_TOTAL),
                 'closed_total': self.field_sum(F_DROPPED),
+                'watch': {'mode': plan.watch, 'why': plan.watch_why,
+                          'interval_s': plan.watch_interval if plan.watch == 'poll' else None,
+                          'passes': self.field_sum(F_WATCH_PASSES),
+                          'seconds': round(self.field_sum(F_WATCH_US) / 1e6, 3)},
                 'echo_bytes': self.field_sum(F_ECHO_BYTES),
                 'tls': {'handshakes': self.field_sum(F_TLS_DONE),
                         'failed': self.field_sum(F_TLS_FAILED)} if plan.tls is not None else None,
@@ -747,9 +797,23 @@ class ServerRun(object):
                 return
             held = self.held_total()
             self.peak = max(self.peak, held)
+            self.update_watch(now)
             if now >= self.next_tick:
                 self.tick(now, held)
             sup.wait(min(0.2, max(0.0, self.next_tick - time.monotonic())))
+
+    def update_watch(self, now):
+        """Watch mode poll: the holders check their connections only while nothing is
+        accepted (QUIET_S seconds without a new connection): a pass costs CPU the ramp needs."""
+        if self.plan.watch != 'poll':
+            return
+        accepted = self.field_sum(F_TOTAL)
+        if accepted != self.accepted_seen:
+            self.accepted_seen, self.accepted_at = accepted, now
+        quiet = 1 if now - self.accepted_at >= QUIET_S else 0
+        q = self.q
+        for _g, s in self.holder_slots():
+            q[s * SLOT_WORDS + F_WATCH_GO] = quiet
 
     def run(self):
         plan, sup = self.plan, self.sup
@@ -813,6 +877,7 @@ def server_main(args):
     log('nofile: soft limit %d raised to %d (hard %d); %d reserved; a holder holds up to %d '
         'connections; more holders are started as they fill'
         % (plan.nofile_before, plan.nofile, plan.nofile_hard, RESERVE_FDS, plan.holder_cap))
+    log(describe(plan))
     if plan.somaxconn < plan.backlog:
         log('note: net.core.somaxconn is %d, the listen backlog %d is capped to it'
             % (plan.somaxconn, plan.backlog))

@@ -144,6 +144,8 @@ class Supervisor(object):
             signal.signal(sig, on_stop)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # workers set their own (a wake-up); one just forked ignores it until then
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     def wait(self, timeout):
         try:

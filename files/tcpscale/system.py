@@ -7,6 +7,7 @@ Exit codes and the Usage error live here too: every module may raise or
 return them.
 """
 
+import array
 import ctypes
 import gc
 import json
@@ -97,6 +98,9 @@ def child_setup(parent_pid, name=None):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # SIGUSR1 only wakes the worker up (the wake-up pipe below): the supervisor asks
+    # for something in shared memory and wants it now. Ignored until this point.
+    signal.signal(signal.SIGUSR1, lambda _s, _f: None)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -238,6 +242,14 @@ def lost_children(children, expected):
         slot = children.pop(pid, None)
         if slot is not None and pid not in expected:
             yield pid, slot, status
+
+
+def fd_table(nofile, top):
+    """A zeroed array with one entry per possible descriptor (0 .. nofile + 1), of the
+    narrowest unsigned type that holds values up to top: 2 bytes an entry where 4 would
+    be wasted (a worker's table is private memory, counted per connection)."""
+    code = 'H' if top < 1 << 16 else 'I'
+    return array.array(code, bytes(array.array(code).itemsize * (nofile + 2)))
 
 
 def drain(fd):

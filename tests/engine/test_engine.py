@@ -12,6 +12,8 @@ import signal
 import sys
 import time
 
+import pytest
+
 from ansible_collections.scalelab.testbed.plugins.module_utils.sockdiag import count_tcp_states
 
 from enginelib import CLOSER, SERVER_ADDR, engine_package, pids_alive, wait_gone
@@ -286,12 +288,21 @@ def closer(pair, ports, close_after, reset=False):
     return proc
 
 
-def test_peer_closing_idle_connections_during_the_hold_fails_the_run(netpair):
+# Both ways of watching held connections notice a peer that ends them: epoll at once,
+# poll (the default for tcp without heartbeats) at its next pass.
+WATCH_MODES = ('epoll', 'poll')
+
+
+@pytest.mark.parametrize('watch', WATCH_MODES)
+def test_peer_closing_idle_connections_during_the_hold_fails_the_run(netpair, watch):
     pair = netpair.up(sources=1)
     closer(pair, '10000-10001', close_after=3)
-    cli = pair.client(client_args(pair, 4000, '10000-10001', ['--hold', '6']))
+    cli = pair.client(client_args(pair, 4000, '10000-10001', ['--hold', '6', '--watch', watch]))
     code, summary = cli.finish(timeout=120)
     assert code == 1, cli.stderr()
+    assert summary['watch']['mode'] == watch
+    if watch == 'poll':
+        assert summary['watch']['passes'] > 0 and summary['watch']['interval_s'] == 5.0
     assert summary['reached'] is True
     assert summary['drops'] == {'peer_closed': 4000, 'peer_reset': 0}
     assert summary['errors'] == {'peer_closed': 4000}
@@ -302,14 +313,15 @@ def test_peer_closing_idle_connections_during_the_hold_fails_the_run(netpair):
     assert 'error: 4000 of 4000 connections lost during the hold' in err
 
 
-def test_a_tolerance_accepts_a_loss_within_it(netpair):
+@pytest.mark.parametrize('watch', WATCH_MODES)
+def test_a_tolerance_accepts_a_loss_within_it(netpair, watch):
     """Half the connections reset by the peer: --hold-tolerance 0.5 passes, 0.4 does not."""
     pair = netpair.up(sources=1)
-    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--watch', watch])
     srv.wait_ready()
     closer(pair, '10001', close_after=2, reset=True)
     for tolerance, want in (('0.5', 0), ('0.4', 1)):
-        cli = pair.client(client_args(pair, 1000, '10000-10001', ['--hold', '4',
+        cli = pair.client(client_args(pair, 1000, '10000-10001', ['--hold', '4', '--watch', watch,
                                                                   '--hold-tolerance', tolerance]))
         code, summary = cli.finish(timeout=120)
         assert code == want, cli.stderr()
@@ -333,9 +345,11 @@ def test_peer_closing_before_the_target_names_the_drops(netpair):
         in cli.stderr()
 
 
-def test_sigterm_mid_run_writes_the_summary(netpair):
+@pytest.mark.parametrize('watch', WATCH_MODES)
+def test_sigterm_mid_run_writes_the_summary(netpair, watch):
+    """The client resets what it holds; the server sees every connection go (both watch modes)."""
     pair = netpair.up(sources=2)
-    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--watch', watch])
     srv.wait_ready()
     cli = pair.client(client_args(pair, 20000, '10000-10001', ['--rate', '2000']))
     st = cli.wait_status(lambda s: s.get('established', 0) > 1000)
@@ -354,6 +368,7 @@ def test_sigterm_mid_run_writes_the_summary(netpair):
     # handshakes still in flight at SIGTERM may have completed on the server side
     assert summary['established_peak'] <= ssum['accepted_total'] <= summary['attempts']
     assert ssum['closed_total'] == ssum['accepted_total']
+    assert ssum['watch']['mode'] == watch
     assert wait_gone(sst['pids']) == []
 
 
@@ -425,11 +440,18 @@ def test_bad_arguments_exit_2(netpair):
             (['--connections', '0'], '--connections'),
             (['--connections', '10', '--ramp', '5'], '--ramp needs --rate'),
             (['--connections', '10', '--workers', '0'], '--workers'),
+            (['--connections', '10', '--watch', 'poll', '--heartbeat-interval', '5'],
+             '--watch poll: the client half reads data as it arrives (heartbeats)'),
+            (['--connections', '10', '--watch-interval', '0'], '--watch-interval'),
     ):
         cli = pair.client(['--targets', SERVER_ADDR, '--ports', '10000', '--sources',
                            pair.sources[0]] + args)
         code, summary = cli.finish(timeout=60)
         assert code == 2 and summary is None and text in cli.stderr(), (args, cli.stderr())
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--echo', '--watch', 'poll'])
+    code, _s = srv.finish(timeout=60)
+    assert code == 2 and '--watch poll: the server half reads data as it arrives (--echo)' \
+        in srv.stderr()
     srv = pair.server(['--listen', '198.18.7.7', '--ports', '10000'])
     code, _s = srv.finish(timeout=60)
     assert code == 2 and 'listen address 198.18.7.7 cannot be used' in srv.stderr()
