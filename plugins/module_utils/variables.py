@@ -252,6 +252,7 @@ def _check_halves(c):
     c.zero_or('client_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to take the tuning role\'s value, or up to fs.nr_open\'s maximum')
     c.number('client_progress_interval', above=0)
+    _check_watch(c)
     c.integer('client_poll_interval', 1)
     c.integer('client_poll_rounds', 0)
     reach = c.integer('client_reach_timeout', 1)
@@ -313,6 +314,38 @@ def _check_tls(c):
     elif ca and verify and not os.path.isfile(os.path.expanduser(ca)):
         c.fail('client_tls_ca_file', '%r is not a file on the controller' % ca,
                'give the path of a PEM file of CA certificates')
+
+
+WATCH_MODES = ('auto', 'epoll', 'poll')
+
+
+def _check_watch(c):
+    """client_/server_watch and their intervals: poll only where a half reads nothing as it
+    arrives (the engine's --watch; files/tcpscale/watch.py)."""
+    client_reads = [what for what, on in (
+        ('client_heartbeat_interval %s' % c.v.get('client_heartbeat_interval'),
+         _positive(c.v.get('client_heartbeat_interval'))),
+        ('client_protocol %s' % c.v.get('client_protocol'),
+         c.v.get('client_protocol', 'tcp') != 'tcp'),
+        ('client_tls', _flag(c, 'client_tls'))) if on]
+    server_reads = [what for what, on in (
+        ('server_echo', _flag(c, 'server_echo')),
+        ('client_protocol %s' % c.v.get('client_protocol'),
+         c.v.get('client_protocol', 'tcp') != 'tcp'),
+        ('client_tls', _flag(c, 'client_tls'))) if on]
+    for half, reads in (('client', client_reads), ('server', server_reads)):
+        name = '%s_watch' % half
+        if c.choice(name, WATCH_MODES) == 'poll' and reads:
+            c.fail(name, 'poll cannot watch a half that reads data as it arrives (%s)'
+                   % ', '.join(reads), 'give auto (epoll where it reads) or epoll')
+        c.number('%s_watch_interval' % half, above=0)
+
+
+def _positive(value):
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _flag(c, name):

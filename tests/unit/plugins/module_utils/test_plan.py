@@ -347,6 +347,32 @@ def test_bad_protocol_variables_name_the_variable(variables, message):
     assert any(message in e for e in plan['errors']), plan['errors']
 
 
+@pytest.mark.parametrize('variables, message', [
+    ({'client_watch': 'select'}, "client_watch: 'select' is not one of auto, epoll, poll"),
+    ({'client_watch': 'poll', 'client_heartbeat_interval': 30},
+     'client_watch: poll cannot watch a half that reads data as it arrives '
+     '(client_heartbeat_interval 30) (fix: give auto (epoll where it reads) or epoll)'),
+    ({'client_watch': 'poll', 'client_protocol': 'http'}, '(client_protocol http)'),
+    ({'server_watch': 'poll', 'server_echo': True},
+     'server_watch: poll cannot watch a half that reads data as it arrives (server_echo)'),
+    ({'server_watch': 'poll', 'client_tls': True}, 'server_watch: poll cannot watch'),
+    ({'client_watch_interval': 0}, 'client_watch_interval: 0 is out of range: it must be above 0'),
+    ({'server_watch_interval': 'often'}, "server_watch_interval: 'often' is not a number"),
+])
+def test_bad_watch_variables_name_the_variable(variables, message):
+    plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+    assert not plan['ok']
+    assert any(message in e for e in plan['errors']), plan['errors']
+
+
+def test_watch_poll_where_nothing_is_read_and_auto_anywhere_pass():
+    for variables in ({'client_watch': 'poll', 'server_watch': 'poll'},
+                      {'client_protocol': 'http', 'client_heartbeat_interval': 30,
+                       'server_echo': True}):
+        plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+        assert plan['ok'], (variables, plan['errors'])
+
+
 def fleet_service_plan(connections, endpoints, servers=(), services=('svc1', 'svc2'), **variables):
     return pl.build(role_defaults(testbed_connections=connections, testbed_service_endpoints=endpoints,
                                   topology_mode='host', topology_interface='eth1',
