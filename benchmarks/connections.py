@@ -814,9 +814,10 @@ def profile_ramp(path, started_at, timeline, n, pids):
     if None in marks:
         return {'error': 'the timeline does not reach the target'}
     tenth = int(n * 0.1)
-    windows, counts = profile_windows(path, {'whole': (t0 + marks[0], t0 + marks[3], n),
-                                     'first_10pct': (t0 + marks[0], t0 + marks[1], tenth),
-                                     'last_10pct': (t0 + marks[2], t0 + marks[3], tenth)}, pids)
+    windows, counts = profile_windows(path, {
+        'whole': (t0 + marks[0], t0 + marks[3], n),
+        'first_10pct': (t0 + marks[0], t0 + marks[1], tenth),
+        'last_10pct': (t0 + marks[2], t0 + marks[3], tenth)}, pids)
     first, last = counts['first_10pct'], counts['last_10pct']
     grown = []
     us = 1e6 / PERF_HZ
@@ -962,6 +963,48 @@ def run_baseline(args, host, label='baseline', command=None):
     return result
 
 
+def run_site(args, _host, label='site'):
+    """What a user runs: ansible-playbook site.yml at the same N on the one-box default
+    (the inventory of the checkout), then teardown.yml; its figures come from its own
+    report.json (verified by the kernel on both sides at both ends of the hold)."""
+    ansible = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+    if not os.path.exists(ansible):
+        ansible = shutil.which('ansible-playbook') or 'ansible-playbook'
+    reports = '/tmp/tbd-bench-%d-%s' % (os.getpid(), label)
+    os.makedirs(reports, exist_ok=True)
+    argv = [ansible, 'site.yml', '-e', 'testbed_connections=%d' % args.connections,
+            '-e', 'client_hold=%g' % args.site_hold, '-e', 'report_base_dir=%s' % reports]
+    result = {'phase': label, 'command': shlex.join(argv)}
+    log('%s: %s' % (label, result['command']))
+    t0 = time.monotonic()
+    with open(os.path.join(reports, 'site.out'), 'w') as out:
+        proc = subprocess.run(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
+    result['wall_seconds'] = round(time.monotonic() - t0, 1)
+    t1 = time.monotonic()
+    with open(os.path.join(reports, 'teardown.out'), 'w') as out:
+        subprocess.run([ansible, 'teardown.yml'], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                       check=False)
+    result['teardown_seconds'] = round(time.monotonic() - t1, 1)
+    try:
+        with open(os.path.join(reports, 'latest', 'report.json')) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = {}
+    result.update({'rc': proc.returncode, 'established': report.get('verified'),
+                   'verified_end': report.get('verified_end'),
+                   'seconds_to_target': report.get('seconds_to_target'),
+                   'connections_per_s': report.get('connections_per_s'),
+                   'kernel_bytes_per_conn': report.get('kernel_bytes_per_conn'),
+                   'user_bytes_per_conn': report.get('user_bytes_per_conn'),
+                   'hold_seconds': args.site_hold,
+                   'ok': proc.returncode == 0 and bool(report.get('verified_ok'))})
+    log('%s: rc %d, %s to the target (%s connections/s), %s s wall, verified %s / %s'
+        % (label, proc.returncode, result['seconds_to_target'], result['connections_per_s'],
+           result['wall_seconds'], result['established'], result['verified_end']))
+    wait_settled(label)
+    return result
+
+
 # ---------------------------------------------------------------------------
 
 def preflight(args, host):
@@ -1084,6 +1127,12 @@ def main():
                    help='run the baseline and the C reference before the engine instead of after '
                         'it (the phase that runs first on a VM whose freed memory goes back to '
                         'the hypervisor pays for faulting fresh pages in)')
+    p.add_argument('--site', action='store_true',
+                   help='also run ansible-playbook site.yml at the same N on the one-box default '
+                        '(then teardown.yml) as phase site, alternating with the engine: its '
+                        'time to the target against the engine\'s, and its whole wall time')
+    p.add_argument('--site-hold', type=float, default=10.0,
+                   help='client_hold of the site phase (default 10, the role\'s default)')
     p.add_argument('--warmup', action='store_true',
                    help='run the engine once before the measured phases, unmeasured: on a VM '
                         'whose freed memory goes back to the hypervisor the first phase pays '
@@ -1123,6 +1172,8 @@ def main():
                 client_extra=None if args.variant is None else shlex.split(args.variant),
                 server_extra=None if args.variant_server is None
                 else shlex.split(args.variant_server))))
+        if args.site:
+            engines.append(('site', lambda: run_site(args, host)))
         if args.reference_engine:
             engines.append(('engine_reference',
                             lambda: run_engine(args, host,
@@ -1225,6 +1276,15 @@ def main():
         log('this engine vs the reference engine (%s): %.3fx the rate (%s vs %s connections/s)'
             % (args.reference_engine, out['ratio_vs_reference_engine'], eng['connections_per_s'],
                ref['connections_per_s']))
+    site = phases.get('site')
+    if site and site.get('seconds_to_target') and eng.get('seconds_to_target'):
+        out['site_vs_engine'] = {
+            'time_to_target': round(site['seconds_to_target'] / eng['seconds_to_target'], 3),
+            'wall_seconds': site.get('wall_seconds')}
+        log('site.yml vs the engine: %.3fx the time to the target (%s vs %s s); site.yml\'s '
+            'whole wall time %s s with a hold of %g s'
+            % (out['site_vs_engine']['time_to_target'], site['seconds_to_target'],
+               eng['seconds_to_target'], site.get('wall_seconds'), args.site_hold))
     var = phases.get('engine_variant')
     if var and var.get('connections_per_s') and eng.get('connections_per_s'):
         out['ratio_vs_variant'] = round(eng['connections_per_s'] / var['connections_per_s'], 3)

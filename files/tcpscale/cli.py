@@ -155,6 +155,13 @@ def add_control(sub):
             p.add_argument('--nofile', type=int, default=0, help='RLIMIT_NOFILE wanted')
         if name == 'start':
             p.add_argument('--ready-file', help='removed before the start')
+
+    p = sub.add_parser('clean', help='remove the files of an earlier run of the half under NAME '
+                       '(not while it runs)')
+    p.add_argument('--name', required=True, help='name of the half (pid file NAME.json)')
+    p.add_argument('--run-dir', required=True, help='directory of the pid and exit files')
+    p.add_argument('--remove', action='append', default=[], metavar='FILE',
+                   help='a file of the earlier run (status, summary, log); repeatable')
     p = sub.add_parser('limits', help='the nofile limit a child would get')
     p.add_argument('--nofile', type=int, default=0)
     p = sub.add_parser('inspect', help='whether the half writing a status file runs')

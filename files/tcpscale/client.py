@@ -45,7 +45,8 @@ from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
                      IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, fd_table, log,
                      set_name, write_json_atomic)
-from .watch import HELD_EVENTS, describe, POLLIN, POLLOUT, Poller
+from .watch import (ENDED_EVENTS, HELD_EVENTS, POLLIN, POLLOUT, RESET_EVENTS, Poller,
+                    describe)
 
 HB_BURST = 32               # heartbeats a client worker sends in one pass (small: RTT fidelity)
 CONNECT_BATCH = 256         # connects started in one pass of a worker's loop at most
@@ -204,7 +205,11 @@ class ClientWorker(object):
         ready = self.poller.ready(self.fds, HELD_EVENTS)
         est = self.est
         rbufs = self.rbufs
-        for fd, _ev in ready:
+        for fd, ev in ready:
+            if ev & ENDED_EVENTS:
+                # RST (the error is set) or FIN (the peer shut its side): no read needed
+                est -= self.drop(fd, bool(ev & RESET_EVENTS))
+                continue
             try:
                 n = os.readv(fd, rbufs)
             except BlockingIOError:

@@ -35,13 +35,13 @@ from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECH
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_OK, EXIT_USAGE, SOCK_CLOEXEC, SOCK_NONBLOCK, Usage,
                      child_setup, close_rst, drain, fd_table, libc, log, lost_children,
-                     set_name, write_json_atomic)
-from .watch import HELD_EVENTS, describe, Poller
+                     set_name, tcp_in_use, write_json_atomic)
+from .watch import ENDED_EVENTS, HELD_EVENTS, Poller, describe
 
 ACCEPT_BATCH = 512          # a server holder that accepted fewer than this in one round
 ACCEPT_PAUSE = 0.005        # ... waits this long (s) for the accept queue to fill
 KEEPER_GRACE = 60.0         # seconds a keeper gives its holders to close, then SIGKILL
-QUIET_S = 1.0               # watch mode poll: no connection accepted this long ends the ramp
+QUIET_S = 1.0               # watch mode poll: this long without change ends the ramp (or close)
 
 
 def make_listener(plan, e, reuseport):
@@ -464,7 +464,12 @@ class Holder(object):
         """Watch mode poll: one poll() over the held connections. Returns how many the
         clients ended (closed here); data nobody asked for is read and ignored."""
         gone = 0
-        for fd, _ev in self.poller.ready(self.fds, HELD_EVENTS):
+        for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
+            if ev & ENDED_EVENTS:
+                # reset or closed by the client (no read needed to tell)
+                if self.forget(fd):
+                    gone += 1
+                continue
             try:
                 n = os.readv(fd, self.rbufs)
             except BlockingIOError:
@@ -593,7 +598,7 @@ class ServerRun(object):
         self.next_tick = self.t0 + args.progress_interval
         self.last = (0, self.t0)
         self.peak = 0
-        self.accepted_seen, self.accepted_at = 0, time.monotonic()     # update_watch
+        self.accepted_seen, self.accepted_at = None, time.monotonic()  # update_watch
         self.reported = set()           # holder slots whose loss is recorded
 
     def holder_slots(self):
@@ -803,11 +808,14 @@ class ServerRun(object):
             sup.wait(min(0.2, max(0.0, self.next_tick - time.monotonic())))
 
     def update_watch(self, now):
-        """Watch mode poll: the holders check their connections only while nothing is
-        accepted (QUIET_S seconds without a new connection): a pass costs CPU the ramp needs."""
+        """Watch mode poll: the holders check their connections only while the half is
+        quiet, QUIET_S seconds with nothing accepted and no TCP socket of this namespace
+        unhashed (a client resetting its connections by the thousand): a pass costs CPU
+        that the clients' ramp, or their close, needs. The ones reset are closed here
+        once the clients are done."""
         if self.plan.watch != 'poll':
             return
-        accepted = self.field_sum(F_TOTAL)
+        accepted = (self.field_sum(F_TOTAL), tcp_in_use())
         if accepted != self.accepted_seen:
             self.accepted_seen, self.accepted_at = accepted, now
         quiet = 1 if now - self.accepted_at >= QUIET_S else 0

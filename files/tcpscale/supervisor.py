@@ -26,6 +26,10 @@ JSON object on stdout.
         SIGTERM, wait up to S seconds, then SIGKILL the process group of the
         recorded process (only when that group is its own).
     status --name N --run-dir D [-- ARGV...]
+    clean  --name N --run-dir D [--remove F ...]
+        Remove the exit file and the given files of an earlier run under N, in one
+        step (refused while N runs): a stale status or summary is never read as
+        the next run's.
     limits [--nofile N]
         The nofile limit a child would get (raising it when allowed).
     inspect --status-file F [--comm NAME]
@@ -411,6 +415,16 @@ def cmd_status(args):
     return out(result)
 
 
+def cmd_clean(args):
+    pidfile, exitfile = pid_paths(args)
+    record = read_json(pidfile)
+    if running(record):
+        return out({'name': args.name, 'changed': False, 'failed': True,
+                    'msg': '%s is running as pid %d: stop it first' % (args.name, record['pid'])}, 2)
+    removed = [path for path in [exitfile, pidfile] + list(args.remove) if unlink(path)]
+    return out({'name': args.name, 'changed': bool(removed), 'removed': removed})
+
+
 def cmd_limits(args):
     return out({'nofile': nofile_towards(args.nofile)})
 
@@ -637,7 +651,7 @@ def cmd_wait(args):
 
 
 CONTROL = {'start': cmd_start, 'run': cmd_run, 'stop': cmd_stop, 'status': cmd_status,
-           'limits': cmd_limits, 'inspect': cmd_inspect, 'tail': cmd_tail, 'wait': cmd_wait}
+           'clean': cmd_clean, 'limits': cmd_limits, 'inspect': cmd_inspect, 'tail': cmd_tail, 'wait': cmd_wait}
 
 
 def control_main(args):

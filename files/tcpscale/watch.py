@@ -30,8 +30,13 @@ WATCH_MODES = ('auto', 'epoll', 'poll')
 POLLIN = select.POLLIN
 POLLOUT = select.POLLOUT
 POLLRDHUP = getattr(select, 'POLLRDHUP', 0x2000)
+POLLERR, POLLHUP = select.POLLERR, select.POLLHUP
 # what a held connection is watched for (POLLERR and POLLHUP come unasked)
 HELD_EVENTS = POLLIN | POLLRDHUP
+# what poll() says of a held connection the peer reset (the error is set, the socket
+# closed) and of one it closed (FIN: its side shut down): no read needed to tell
+RESET_EVENTS = POLLERR
+ENDED_EVENTS = POLLERR | POLLHUP | POLLRDHUP
 
 _LITTLE = sys.byteorder == 'little'
 

@@ -12,9 +12,14 @@ symlink (the link's target is written).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import shutil
+import stat
 import tempfile
+
+from ansible_collections.scalelab.testbed.plugins.module_utils.common import TestbedError
 
 
 def read_text(path):
@@ -92,3 +97,109 @@ def describe_content(content):
     if content is None:
         return 'absent'
     return 'present (%d bytes)' % len(content.encode('utf-8'))
+
+
+# ------------------------------------------------------------------ file sets
+
+FILE_NAME_MAX = 255
+# a plain file name: no directory part, no leading dot, nothing a shell would read
+_FILE_NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.@-]*$')
+
+
+def validate_file_name(name, field):
+    if not isinstance(name, str) or not _FILE_NAME_RE.match(name) or len(name) > FILE_NAME_MAX:
+        raise TestbedError(field, '%r is not a plain file name' % (name,),
+                           'give a name of letters, digits, "_", "-", "." and "@" (no "/", '
+                           'no leading dot), at most %d characters' % FILE_NAME_MAX)
+    return name
+
+
+def _mode(text):
+    try:
+        mode = int(str(text), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise TestbedError('mode', '%r is not an octal file mode' % (text,), 'give one like "0644"')
+    return mode
+
+
+def _digest(data):
+    return hashlib.sha1(data).hexdigest()
+
+
+def plan_file_set(dest, files, mode='0644', prune=False):
+    """What makes the directory dest hold exactly these files (name -> text), changing nothing.
+
+    Returns {'dest', 'mode', 'write': {name: bytes}, 'remove': [names], 'unchanged': n,
+    'diff': {'before', 'after'}}: a file is written when it is missing, its content differs
+    or its mode is not mode; with prune, the other regular files of dest are removed.
+    """
+    mode = _mode(mode)
+    if not os.path.isabs(dest):
+        raise TestbedError('dest', '%r is not an absolute path' % dest, 'give a path from /')
+    if not os.path.isdir(dest):
+        raise TestbedError('dest', '%s is not a directory' % dest, 'create it first')
+    if not isinstance(files, dict) or not files:
+        raise TestbedError('files', 'no files given', 'give a mapping of file names to contents')
+    wanted = {}
+    for name, content in files.items():
+        validate_file_name(name, 'files')
+        if not isinstance(content, str):
+            raise TestbedError('files', 'the content of %s is not text' % name,
+                               'give each file\'s content as a string')
+        wanted[name] = content.encode('utf-8')
+    write, before, after = {}, [], []
+    unchanged = 0
+    for name in sorted(wanted):
+        path = os.path.join(dest, name)
+        data = wanted[name]
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        old = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            with open(path, 'rb') as f:
+                old = f.read()
+        if old == data and stat.S_IMODE(st.st_mode) == mode:
+            unchanged += 1
+            continue
+        write[name] = data
+        before.append('%s %s\n' % (name, _digest(old) if old is not None else 'absent'))
+        after.append('%s %s\n' % (name, _digest(data)))
+    remove = []
+    if prune:
+        for name in sorted(os.listdir(dest)):
+            if name not in wanted and os.path.isfile(os.path.join(dest, name)) \
+                    and not os.path.islink(os.path.join(dest, name)):
+                remove.append(name)
+                before.append('%s present\n' % name)
+                after.append('%s absent\n' % name)
+    return {'dest': dest, 'mode': mode, 'write': write, 'remove': remove,
+            'unchanged': unchanged,
+            'diff': {'before': ''.join(before), 'after': ''.join(after),
+                     'before_header': '%s (sha1 of each file)' % dest,
+                     'after_header': '%s (sha1 of each file)' % dest}}
+
+
+def apply_file_set(plan, module=None):
+    """Carry out plan_file_set's plan: each file written atomically, then the removals."""
+    dest = plan['dest']
+    for name, data in sorted(plan['write'].items()):
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix='.scalelab-testbed.')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+            os.chmod(tmp, plan['mode'])
+            if module is not None:
+                module.atomic_move(tmp, os.path.join(dest, name))
+            else:
+                os.rename(tmp, os.path.join(dest, name))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        # atomic_move gives the new file the old one's mode: the plan's mode wins
+        os.chmod(os.path.join(dest, name), plan['mode'])
+    for name in plan['remove']:
+        os.unlink(os.path.join(dest, name))

@@ -252,6 +252,7 @@ def _check_halves(c):
     c.zero_or('client_nofile', ipplan.NR_OPEN_MIN, ipplan.NR_OPEN_MAX,
               'give 0 to take the tuning role\'s value, or up to fs.nr_open\'s maximum')
     c.number('client_progress_interval', above=0)
+    c.integer('report_count_timeout', 1)
     _check_watch(c)
     c.integer('client_poll_interval', 1)
     c.integer('client_poll_rounds', 0)

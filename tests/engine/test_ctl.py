@@ -161,6 +161,33 @@ def test_start_status_stop(tmp_path):
         kill_quietly([pid])
 
 
+def test_clean_removes_an_earlier_run_but_not_a_running_one(tmp_path):
+    run_dir = str(tmp_path)
+    files = [os.path.join(run_dir, n) for n in ('half.status.json', 'half.summary.json',
+                                                'half.log', 'half.exit.json')]
+    for f in files:
+        with open(f, 'w') as fh:
+            fh.write('{}')
+    args = ['clean', '--name', 'half', '--run-dir', run_dir] + \
+        ['--remove=' + f for f in files[:3]] + ['--remove', os.path.join(run_dir, 'absent')]
+    code, st = ctl(*args)
+    assert code == 0 and st['changed'] is True and sorted(st['removed']) == sorted(files), st
+    assert not any(os.path.exists(f) for f in files)
+    code, st = ctl(*args)
+    assert code == 0 and st == {'name': 'half', 'changed': False, 'removed': []}
+    code, st = ctl('start', '--name', 'half', '--run-dir', run_dir, '--', *SLEEPER)
+    pid = st['pid']
+    try:
+        with open(files[0], 'w') as fh:
+            fh.write('{}')
+        code, st = ctl(*args)
+        assert code == 2 and st['failed'] and 'half is running as pid %d' % pid in st['msg']
+        assert os.path.exists(files[0]), 'nothing removed while the half runs'
+    finally:
+        ctl('stop', '--name', 'half', '--run-dir', run_dir, '--timeout', '10')
+        kill_quietly([pid])
+
+
 def test_stop_reports_the_stale_pid_file_it_removed(tmp_path):
     run_dir = str(tmp_path)
     pidfile = os.path.join(run_dir, 'client.json')
