@@ -128,8 +128,10 @@ def _digest(data):
     return hashlib.sha1(data).hexdigest()
 
 
-def plan_file_set(dest, files, mode='0644', prune=False):
+def plan_file_set(dest, files, mode='0644', prune=False, check_mode=False):
     """What makes the directory dest hold exactly these files (name -> text), changing nothing.
+
+    In check mode a missing dest is taken as empty (a task before would have made it).
 
     Returns {'dest', 'mode', 'write': {name: bytes}, 'remove': [names], 'unchanged': n,
     'diff': {'before', 'after'}}: a file is written when it is missing, its content differs
@@ -138,7 +140,8 @@ def plan_file_set(dest, files, mode='0644', prune=False):
     mode = _mode(mode)
     if not os.path.isabs(dest):
         raise TestbedError('dest', '%r is not an absolute path' % dest, 'give a path from /')
-    if not os.path.isdir(dest):
+    missing = not os.path.lexists(dest)
+    if not os.path.isdir(dest) and not (check_mode and missing):
         raise TestbedError('dest', '%s is not a directory' % dest, 'create it first')
     if not isinstance(files, dict) or not files:
         raise TestbedError('files', 'no files given', 'give a mapping of file names to contents')
@@ -169,7 +172,7 @@ def plan_file_set(dest, files, mode='0644', prune=False):
         before.append('%s %s\n' % (name, _digest(old) if old is not None else 'absent'))
         after.append('%s %s\n' % (name, _digest(data)))
     remove = []
-    if prune:
+    if prune and not missing:
         for name in sorted(os.listdir(dest)):
             if name not in wanted and os.path.isfile(os.path.join(dest, name)) \
                     and not os.path.islink(os.path.join(dest, name)):

@@ -24,7 +24,8 @@ extends_documentation_fragment:
   - scalelab.testbed.testbed
 options:
   dest:
-    description: The directory the files go in. It must exist (this module never creates it).
+    description: The directory the files go in. It must exist (this module never creates it);
+      in check mode a missing one is taken as empty.
     type: path
     required: true
   files:
@@ -92,7 +93,7 @@ from ansible_collections.scalelab.testbed.plugins.module_utils.files import (
 
 def run(module):
     p = module.params
-    plan = plan_file_set(p['dest'], p['files'], p['mode'], p['prune'])
+    plan = plan_file_set(p['dest'], p['files'], p['mode'], p['prune'], module.check_mode)
     changed = bool(plan['write'] or plan['remove'])
     if changed and not module.check_mode:
         apply_file_set(plan, module)

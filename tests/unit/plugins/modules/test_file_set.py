@@ -63,6 +63,13 @@ def test_the_engine_package_round_trips(tmp_path):
         assert (tmp_path / n).read_text() == files[n]
 
 
+def test_check_mode_takes_a_missing_directory_as_empty(tmp_path):
+    failed, r = call(file_set.main, dest=str(tmp_path / 'later'), files={'a.py': 'a\n'},
+                     prune=True, _ansible_check_mode=True)
+    assert not failed and r['changed'] and r['written'] == ['a.py'] and r['removed'] == []
+    assert not (tmp_path / 'later').exists()
+
+
 def test_bad_input_names_the_field_and_changes_nothing(tmp_path):
     for args, text in (
             ({'dest': str(tmp_path / 'missing'), 'files': {'a.py': ''}}, 'dest: '),
