@@ -105,7 +105,9 @@ def add_client(sub):
                    help='fraction of the target that may be lost during the hold (ended by '
                         'the peer, or with a lost worker) before the run fails (default 0)')
     c.add_argument('--heartbeat-interval', type=float, default=0.0,
-                   help='seconds between heartbeats on each connection (0: none)')
+                   help='seconds between heartbeats on each connection (0: none); they start '
+                        'one interval after a worker\'s first connection, and not before the end '
+                        'of the ramp unless it is paced (--rate)')
     c.add_argument('--heartbeat-size', type=int, default=16, help='heartbeat payload bytes')
     c.add_argument('--protocol', choices=PROTOCOLS, default='tcp',
                    help='tcp: connect and hold; http: one HTTP/1.1 keep-alive request, its '

@@ -35,7 +35,8 @@ from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_R
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
                   F_EST, F_FAILED, F_HB_RECV, F_HB_SENT, F_INFL_CAP, F_INFLIGHT, F_NO_ANSWER,
                   F_PEAK, F_PID, F_QUOTA, F_RATE, F_REQ_SENT, F_RESP_RECV, F_RTT_SUM_US, F_STATE,
-                  F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL, F_WATCH_ACK,
+                  F_HB_FIRST_NS, F_STOP, F_TLS_DONE, F_TLS_FAILED, F_TLS_RESUMED, F_TOTAL,
+                  F_WATCH_ACK,
                   F_WATCH_GO, F_WATCH_PASSES, F_WATCH_REQ, F_WATCH_US, HIST_BASE, HIST_PER_E,
                   HIST_SLOTS, PEER_CLOSED, PEER_RESET,
                   SLOT_WORDS, ST_ACTIVE, ST_EXITED, ST_HOLDING, ST_LOST, ST_SETTLED, ST_STARTING,
@@ -157,6 +158,9 @@ class ClientWorker(object):
         interval = self.watch_interval
         monotonic = time.monotonic
         heartbeats = self.hb_interval > 0
+        # An unpaced ramp (no --rate) is a race to the target that takes every core:
+        # heartbeats wait for its end (F_WATCH_GO). A paced one leaves room for them.
+        paced = self.plan.paced
         while True:
             now = monotonic()
             if flags['stop'] or q[b + F_STOP]:
@@ -172,7 +176,8 @@ class ClientWorker(object):
                 self.dispatch(events, now)
             if (self.inflight or self.greeting) and now - self.last_scan > 0.1:
                 self.expire(now)
-            if heartbeats and self.fds and now >= self.hb_start:
+            if heartbeats and self.fds and now >= self.hb_start and \
+                    (paced or q[b + F_WATCH_GO]):
                 self.heartbeat(now)
             if polling:
                 req = q[b + F_WATCH_REQ]
@@ -202,24 +207,12 @@ class ClientWorker(object):
         a pass costs about 0.3 us per held connection, which the ramp needs.
         """
         self.last_watch = now
-        ready = self.poller.ready(self.fds, HELD_EVENTS)
-        est = self.est
-        rbufs = self.rbufs
-        for fd, ev in ready:
+        for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
             if ev & ENDED_EVENTS:
                 # RST (the error is set) or FIN (the peer shut its side): no read needed
-                est -= self.drop(fd, bool(ev & RESET_EVENTS))
-                continue
-            try:
-                n = os.readv(fd, rbufs)
-            except BlockingIOError:
-                continue
-            except OSError:
-                est -= self.drop(fd, True)
-                continue
-            if n == 0:
-                est -= self.drop(fd, False)
-        self.est = est
+                self.drop(fd, bool(ev & RESET_EVENTS))
+            else:
+                self.read_held(fd)
         self.watch_passes += 1
         self.watch_s += time.monotonic() - now
 
@@ -401,13 +394,11 @@ class ClientWorker(object):
         wake_r = self.wake_r
         bad_mask = select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
         in_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
-        readv = os.readv
-        rbufs = self.rbufs
         hb_pending_pop = self.hb_pending.pop
+        read_held = self.read_held
         q, hist_base, rtt_sum = self.q, self.hist_base, self.rtt_sum
         conn_hist, log, last_bucket = self.conn_hist, math.log, HIST_SLOTS - 1
         lat_us = 0.0
-        est = self.est
         opened = 0
         hb_recv = 0
         speaks = self.proto != 'tcp' or self.tls is not None
@@ -433,15 +424,8 @@ class ClientWorker(object):
                 continue
             if ev & in_mask:
                 # echo of a heartbeat, or the end of the connection
-                try:
-                    n = readv(fd, rbufs)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    est -= self.drop(fd, True)
-                    continue
-                if n == 0:
-                    est -= self.drop(fd, False)
+                n = read_held(fd)
+                if n <= 0:
                     continue
                 if speaks:
                     hb_recv += self.on_data(fd, n, now)
@@ -450,7 +434,6 @@ class ClientWorker(object):
                 if t is not None:
                     hb_recv += 1
                     hist_add(q, hist_base, now - t, rtt_sum)
-        self.est = est
         self.hb_recv += hb_recv
         if opened:
             self.opened(opened, lat_us, now)
@@ -607,10 +590,24 @@ class ClientWorker(object):
         os.close(fd)
         self.fail(st[0], st[1], err, now)
 
+    def read_held(self, fd):
+        """Read what arrived on held connection fd into rbufs[0]: the bytes read, 0 when
+        the peer ended it (dropped here), -1 when there was nothing to read."""
+        try:
+            n = os.readv(fd, self.rbufs)
+        except BlockingIOError:
+            return -1
+        except OSError:
+            self.drop(fd, True)
+            return 0
+        if n == 0:
+            self.drop(fd, False)
+        return n
+
     def drop(self, fd, reset):
         """The peer ended a held connection: FIN (reset False) or RST (reset True).
 
-        Returns 1 when fd was held (the caller's count of established goes down), else 0.
+        Returns 1 when fd was held (the count of established went down), else 0.
         """
         pos, fds = self.pos, self.fds
         i = pos[fd] - 1
@@ -634,6 +631,7 @@ class ClientWorker(object):
         except OSError:
             pass
         self.dropped += 1
+        self.est -= 1
         if reset:
             self.drop_rst += 1
         return 1
@@ -710,6 +708,8 @@ class ClientWorker(object):
                 hb_pending[fd] = monotonic()
             sent += 1
         self.hb_cursor = cursor
+        if sent and not self.hb_sent:
+            self.q[self.b + F_HB_FIRST_NS] = time.monotonic_ns()
         self.hb_sent += sent
 
     # --- publishing
@@ -809,7 +809,7 @@ class ClientRun(object):
         self.next_tick = self.t0 + args.progress_interval
         self.last_tick = (0, self.t0)
         self.last_status = 0.0
-        self.watching = False           # watch mode poll: the ramp is over, periodic passes on
+        self.watching = False           # the ramp is over (F_WATCH_GO set in every slot)
 
     # --- shared-memory readings
     def total_of(self, field):
@@ -936,8 +936,10 @@ class ClientRun(object):
             q[i * SLOT_WORDS + F_INFL_CAP] = cap
 
     def start_watching(self, states):
-        """Watch mode poll: once no worker connects any more, the periodic passes begin."""
-        if self.watching or self.plan.watch != 'poll' or self.started < self.plan.workers \
+        """Once no worker connects any more, the ramp is over (F_WATCH_GO): polling, the
+        periodic passes over the held connections begin; the heartbeats of an unpaced
+        ramp too."""
+        if self.watching or self.started < self.plan.workers \
                 or any(st in (ST_STARTING, ST_ACTIVE) for st in states):
             return
         self.watching = True
@@ -1199,8 +1201,13 @@ class ClientRun(object):
     def heartbeat_summary(self):
         rtt = self.histogram(HIST_BASE, F_RTT_SUM_US)
         args = self.args
+        firsts = [self.q[i * SLOT_WORDS + F_HB_FIRST_NS] for i in range(self.started)]
+        firsts = [ns for ns in firsts if ns]
         return {'interval_s': args.heartbeat_interval or None, 'size': args.heartbeat_size,
                 'sent': self.total_of(F_HB_SENT), 'received': self.total_of(F_HB_RECV),
+                # on the run's clock, as seconds_to_target: after it, unless the ramp is paced
+                'first_sent_s': round((min(firsts) - self.t0_ns) / 1e9, 3) if firsts else None,
+                'during_ramp': self.plan.paced,
                 'rtt_p50_ms': rtt['p50_ms'], 'rtt_p99_ms': rtt['p99_ms'], 'rtt': rtt}
 
     def hold_verdict(self, final, t_stop):

@@ -255,6 +255,7 @@ class ClientPlan(object):
                             'and benchmark (198.18.0.0/15) ranges; pass --allow-external if '
                             'you really mean to load that host' % ', '.join(bad))
         check_client_options(args)
+        self.paced = args.rate > 0          # heartbeats run during a paced ramp only
         self.segments = segments_of(self.sources, self.destinations)
         if not self.segments:
             raise Usage('no source address has the same family (IPv4/IPv6) as a target')

@@ -39,9 +39,12 @@ F_TLS_DONE, F_TLS_RESUMED, F_TLS_FAILED = range(40, 43)
 # Watch mode poll (watch.py): passes over the held connections, and the time spent in them (us).
 # The supervisor sets F_WATCH_GO to 1 once the ramp is over (the client: no worker connects any
 # more; the server: nothing accepted for a while): the periodic passes are for the hold, where
-# they cost nothing the ramp needs. A worker makes one pass whenever F_WATCH_REQ differs from
-# its F_WATCH_ACK, then acknowledges it (the client's count at the end of the hold).
+# they cost nothing the ramp needs (so are a client's heartbeats after an unpaced ramp). A
+# worker makes one pass whenever F_WATCH_REQ differs from its F_WATCH_ACK, then acknowledges
+# it (the client's count at the end of the hold).
 F_WATCH_PASSES, F_WATCH_US, F_WATCH_GO, F_WATCH_REQ, F_WATCH_ACK = range(43, 48)
+# When the worker sent its first heartbeat (CLOCK_MONOTONIC ns; 0: none yet).
+F_HB_FIRST_NS = 48
 ERR_BASE, ERR_SLOTS = 64, 256          # connect errors by errno (last slot: errno >= 255)
 HIST_BASE, HIST_SLOTS = 320, 512       # RTT histogram, HIST_PER_E buckets per e-fold of us
 HIST_PER_E = 20

@@ -451,7 +451,8 @@ def build(variables, servers, clients, host_inputs=None, resolve=None, services=
     tuning_services is true for them).
     Returns {ok, errors, arithmetic, mode, netns, interface, connections, port_range,
     per_tuple, server_ports, server_ports_arg, server_port_count, servers, clients,
-    service: {endpoints, addresses, ports, hosts: {host: {connections, ports}}} or None}.
+    service: {endpoints, addresses, ports, hosts: {host: {connections, ports}}} or None,
+    protocol, tls, watch: {client, server: poll or epoll}}.
     """
     errors = checks.check(variables)
     servers, clients = list(servers or []), list(clients or [])
@@ -499,4 +500,7 @@ def build(variables, servers, clients, host_inputs=None, resolve=None, services=
             else {}},
         'protocol': variables.get('client_protocol') or 'tcp',
         'tls': bool(variables.get('client_tls')),
+        # how each half watches what it holds (poll or epoll): the memory preflight's
+        # epoll items
+        'watch': checks.watch_modes(variables),
     }

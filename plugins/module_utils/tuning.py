@@ -71,6 +71,10 @@ class _Host(object):
         self.port_range = plan['port_range']
         # the engine's TLS ends; a service's own TLS state is its own to size
         self.tls = bool(plan.get('tls')) and not service
+        # ends the engine keeps in an epoll set (watch mode epoll; a service's are its own)
+        watch = plan.get('watch') or {}
+        self.epoll_ends = (self.cli if watch.get('client', 'epoll') == 'epoll' else 0) + \
+            (self.srv if watch.get('server', 'epoll') == 'epoll' and not service else 0)
 
 
 class _Values(object):
@@ -97,7 +101,10 @@ def _memory(h, kernel, v, values, host):
     """The memory preflight: the estimate against MemAvailable, with the arithmetic."""
     kbpc = int(v['tuning_kernel_bytes_per_connection'])
     ubpc = int(v['tuning_user_bytes_per_connection'])
-    kernel_bytes = int(h.sockets * kbpc / 2.0)
+    ebpc = int(v.get('tuning_epoll_bytes_per_connection') or 0)
+    # an end in an epoll set costs its item and wait-queue entry on top (watch mode epoll)
+    epoll_bytes = int(h.epoll_ends * ebpc / 2.0)
+    kernel_bytes = int(h.sockets * kbpc / 2.0) + epoll_bytes
     user_bytes = int(h.sockets * ubpc / 2.0)
     tls_bytes = 0
     tls_text = ''
@@ -110,10 +117,13 @@ def _memory(h, kernel, v, values, host):
             fmt(h.cli), fmt(cli_b), fmt(h.srv), fmt(srv_b))
     needed = kernel_bytes + user_bytes + tls_bytes
     memory = {'ends': h.sockets, 'kernel_bytes': kernel_bytes, 'user_bytes': user_bytes,
-              'tls_bytes': tls_bytes,
+              'tls_bytes': tls_bytes, 'epoll_bytes': epoll_bytes,
               'needed_bytes': needed, 'available_bytes': None, 'limit_bytes': None, 'ok': True}
-    text = ('%s connection ends x (%s kernel + %s user bytes per connection) / 2%s = %s MiB'
-            % (fmt(h.sockets), fmt(kbpc), fmt(ubpc), tls_text, fmt(needed / 1048576)))
+    epoll_text = (' + %s ends in epoll sets x %s B / 2' % (fmt(h.epoll_ends), fmt(ebpc))
+                  if epoll_bytes else '')
+    text = ('%s connection ends x (%s kernel + %s user bytes per connection) / 2%s%s = %s MiB'
+            % (fmt(h.sockets), fmt(kbpc), fmt(ubpc), epoll_text, tls_text,
+               fmt(needed / 1048576)))
     available_kb = kernel.get('mem_available_kb')
     if available_kb is not None:
         avail = int(available_kb) * 1024

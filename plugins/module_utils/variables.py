@@ -199,6 +199,7 @@ def _check_tuning(c):
     c.choice('tuning_unavailable', ('auto', 'fail', 'warn'))
     c.number('tuning_kernel_bytes_per_connection', 0)
     c.number('tuning_user_bytes_per_connection', 0)
+    c.number('tuning_epoll_bytes_per_connection', 0)
     c.number('tuning_tls_client_bytes_per_connection', 0)
     c.number('tuning_tls_server_bytes_per_connection', 0)
     c.number('tuning_memory_fraction', above=0, maximum=1, fix='give a fraction such as 0.85')
@@ -320,21 +321,34 @@ def _check_tls(c):
 WATCH_MODES = ('auto', 'epoll', 'poll')
 
 
+def _reads(v):
+    """{half: [what makes it read data as it arrives]} of the role variables v."""
+    protocol = v.get('client_protocol', 'tcp') or 'tcp'
+    common = [what for what, on in (('client_protocol %s' % protocol, protocol != 'tcp'),
+                                    ('client_tls', boolean(v.get('client_tls'), strict=False)))
+              if on]
+    return {'client': (['client_heartbeat_interval %s' % v.get('client_heartbeat_interval')]
+                       if _positive(v.get('client_heartbeat_interval')) else []) + common,
+            'server': (['server_echo'] if boolean(v.get('server_echo'), strict=False) else [])
+            + common}
+
+
+def watch_modes(v):
+    """{half: 'poll' or 'epoll'}: how each half of the engine watches what it holds with
+    the role variables v (client_watch, server_watch; auto: poll unless the half reads data
+    as it arrives), as the engine's --watch resolves it (files/tcpscale/watch.py)."""
+    reads = _reads(v)
+    out = {}
+    for half in ('client', 'server'):
+        mode = v.get('%s_watch' % half, 'auto') or 'auto'
+        out[half] = 'epoll' if mode == 'epoll' or reads[half] else 'poll'
+    return out
+
+
 def _check_watch(c):
     """client_/server_watch and their intervals: poll only where a half reads nothing as it
     arrives (the engine's --watch; files/tcpscale/watch.py)."""
-    client_reads = [what for what, on in (
-        ('client_heartbeat_interval %s' % c.v.get('client_heartbeat_interval'),
-         _positive(c.v.get('client_heartbeat_interval'))),
-        ('client_protocol %s' % c.v.get('client_protocol'),
-         c.v.get('client_protocol', 'tcp') != 'tcp'),
-        ('client_tls', _flag(c, 'client_tls'))) if on]
-    server_reads = [what for what, on in (
-        ('server_echo', _flag(c, 'server_echo')),
-        ('client_protocol %s' % c.v.get('client_protocol'),
-         c.v.get('client_protocol', 'tcp') != 'tcp'),
-        ('client_tls', _flag(c, 'client_tls'))) if on]
-    for half, reads in (('client', client_reads), ('server', server_reads)):
+    for half, reads in _reads(c.v).items():
         name = '%s_watch' % half
         if c.choice(name, WATCH_MODES) == 'poll' and reads:
             c.fail(name, 'poll cannot watch a half that reads data as it arrives (%s)'

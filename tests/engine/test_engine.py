@@ -401,6 +401,31 @@ def test_heartbeat_echo_and_rtt(netpair):
     assert ssum['echo_bytes'] >= 64 * hb['received']
 
 
+def test_heartbeats_wait_for_the_end_of_an_unpaced_ramp(netpair):
+    """An unpaced ramp takes every core: heartbeats start once it is over. A paced one
+    (--rate) leaves room for them: they start one interval after a worker's first
+    connection, during the ramp."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--echo'])
+    srv.wait_ready()
+    # 8 workers of 1,000 one after the other (--concurrency 1): a ramp of several passes
+    unpaced = pair.client(client_args(pair, 8000, '10000-10001', [
+        '--heartbeat-interval', '0.2', '--hold', '2', '--workers', '8', '--concurrency', '1']))
+    code, summary = unpaced.finish(timeout=120)
+    assert code == 0, unpaced.stderr()
+    hb = summary['heartbeat']
+    assert hb['sent'] > 0 and hb['during_ramp'] is False
+    assert hb['first_sent_s'] >= summary['seconds_to_target'], (hb, summary['seconds_to_target'])
+    paced = pair.client(client_args(pair, 3000, '10000-10001', [
+        '--heartbeat-interval', '0.2', '--hold', '1', '--rate', '1500']))
+    code, summary = paced.finish(timeout=120)
+    assert code == 0, paced.stderr()
+    hb = summary['heartbeat']
+    assert hb['during_ramp'] is True and summary['seconds_to_target'] > 1.5
+    assert hb['first_sent_s'] < summary['seconds_to_target'] - 0.5, (hb, summary['seconds_to_target'])
+    srv.finish(sig=signal.SIGTERM)
+
+
 def test_rate_limit_and_ramp(netpair):
     pair = netpair.up(sources=1)
     srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000'])

@@ -52,7 +52,22 @@ def test_tuning_one_box_million():
                                        'net.ipv4.tcp_max_tw_buckets': 1000000}
     assert t['netns']['tb-server'] == {'net.core.somaxconn': 65535,
                                        'net.ipv4.tcp_max_syn_backlog': 65535}
-    assert t['memory']['needed_bytes'] == 1000000 * (10100 + 400) and t['memory']['ok']
+    assert t['memory']['needed_bytes'] == 1000000 * (9700 + 400) and t['memory']['ok']
+    assert t['memory']['epoll_bytes'] == 0          # tcp, no heartbeats: both halves poll
+
+
+def test_ends_in_an_epoll_set_add_their_item_to_the_estimate():
+    # heartbeats and echo: both halves read as data arrives, so both watch by epoll
+    plan = plan_of(1000000, ['h'], ['h'], client_heartbeat_interval=30, server_echo=True)
+    assert plan['watch'] == {'client': 'epoll', 'server': 'epoll'}
+    t = tuning_of(plan, 'h')
+    assert t['memory']['epoll_bytes'] == 2000000 * 500 // 2
+    assert t['memory']['needed_bytes'] == 1000000 * (9700 + 400) + 1000000 * 500
+    assert '+ 2,000,000 ends in epoll sets x 500 B / 2' in t['memory']['text']
+    # only the client: its ends alone
+    plan = plan_of(1000000, ['h'], ['h'], client_watch='epoll')
+    assert plan['watch'] == {'client': 'epoll', 'server': 'poll'}
+    assert tuning_of(plan, 'h')['memory']['epoll_bytes'] == 1000000 * 500 // 2
 
 
 def test_tuning_raises_nr_open_before_a_larger_nofile():
@@ -68,8 +83,8 @@ def test_memory_preflight_fails_with_the_arithmetic():
     t = tuning_of(plan, 'h', kernel(mem_kb=8000000))
     assert not t['ok']
     msg = t['errors'][0]
-    assert '2,000,000 connection ends x (10,100 kernel + 400 user bytes per connection) / 2' in msg
-    assert '10,013 MiB' in msg and 'MemAvailable 7,812 MiB x 0.85 = 6,640 MiB' in msg
+    assert '2,000,000 connection ends x (9,700 kernel + 400 user bytes per connection) / 2' in msg
+    assert '9,632 MiB' in msg and 'MemAvailable 7,812 MiB x 0.85 = 6,640 MiB' in msg
 
 
 def test_missing_keys_are_not_set():
@@ -130,7 +145,10 @@ def test_tls_adds_its_measured_bytes_per_end_to_the_memory_preflight():
     tls = tuning_of(plan_of(100000, ['h'], ['h'], client_tls=True), 'h')
     assert plain['memory']['tls_bytes'] == 0
     assert tls['memory']['tls_bytes'] == 100000 * 32000 + 100000 * 18000
-    assert tls['memory']['needed_bytes'] == plain['memory']['needed_bytes'] + 5000000000
+    # TLS is read as it arrives: both halves keep their ends in epoll sets, with their items
+    assert tls['memory']['epoll_bytes'] == 200000 * 500 // 2
+    assert tls['memory']['needed_bytes'] == plain['memory']['needed_bytes'] + 5000000000 \
+        + tls['memory']['epoll_bytes']
     assert ' + TLS (100,000 client ends x 32,000 B + 100,000 server ends x 18,000 B)' \
         in tls['memory']['text']
     # 1,000,000 over TLS does not fit in 24 GiB: the preflight says so with the arithmetic
