@@ -39,7 +39,9 @@ run_stage() {
     shift
     echo "=== stage: $name"
     local start=$SECONDS
-    if "$@"; then
+    # the output is kept too: a failed stage's errors are repeated at the end,
+    # where a CI log cut to its tail still shows them
+    if "$@" 2>&1 | tee "$scratch/stage-$name.log"; then
         echo "=== stage $name: ok ($((SECONDS - start)) s)"
     else
         echo "=== stage $name: FAILED ($((SECONDS - start)) s)"
@@ -88,6 +90,18 @@ for s in "${stages[@]}"; do
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
+    for s in "${failed[@]}"; do
+        echo "=== what failed in stage $s (the lines that say so, from its output above):"
+        # pytest's and ansible-test's verdicts, and the last Ansible task failure that was
+        # not ignored (with its task and integration target); long lines are cut
+        awk '/^Running .* integration test role/ { target = $0 }
+             /^TASK \[/ { task = $0 }
+             /^(fatal|failed): / { line = $0; getline after
+                                   if (after !~ /ignoring/) { last = target "\n" task "\n" line } }
+             /^FAILED |^ERROR: / { print substr($0, 1, 400) }
+             END { if (last != "") print last }' "$scratch/stage-$s.log" \
+            | cut -c 1-600 | tail -n 30 || true
+    done
     echo "FAILED stages: ${failed[*]}"
     exit 1
 fi
