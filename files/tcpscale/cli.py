@@ -55,7 +55,8 @@ def add_watch(p):
                         'connection the peer ends is seen at once), poll (no epoll item per '
                         'connection, a faster ramp: one poll() over them every --watch-interval '
                         'once the ramp is over; only when nothing is read as it arrives), auto '
-                        '(poll where it can)')
+                        '(poll where it can; a client with heartbeats alone and no --rate '
+                        'joins epoll at the end of the ramp, when its heartbeats start)')
     p.add_argument('--watch-interval', type=float, default=5.0,
                    help='seconds between the checks of the held connections (--watch poll; '
                         'each costs about 0.3 us of CPU per connection)')

@@ -107,7 +107,9 @@ class ClientWorker(object):
         self.q[b + F_PID] = os.getpid()
         self.q[b + F_QUOTA] = quota
         self.q[b + F_STATE] = ST_ACTIVE
-        self.poller = Poller() if plan.watch == 'poll' else None
+        # plan.watch_late: polled as in watch mode poll until the ramp is over, then in epoll
+        self.late = getattr(plan, 'watch_late', False)
+        self.poller = Poller() if plan.watch == 'poll' or self.late else None
         self.epoll = None
         if self.poller is None:
             self.epoll = select.epoll(1024)
@@ -127,7 +129,7 @@ class ClientWorker(object):
         self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
         self.greeting = self.no_answer = 0                      # first answers outstanding, never came
         # only drops are read, polling (tcp without heartbeats): a small buffer will do
-        self.rbufs = [bytearray(4096 if self.poller is not None else 65536)]
+        self.rbufs = [bytearray(4096 if plan.watch == 'poll' else 65536)]
         self.tls = plan.tls                                     # an SSLContext, or None
         self.tlss = {} if plan.tls is not None else None        # fd -> tls.Conn
         self.sessions = {}                                      # destination -> TLS session
@@ -154,7 +156,8 @@ class ClientWorker(object):
     def loop(self):
         q, b, flags = self.q, self.b, self.flags
         poll = self.epoll.poll if self.poller is None else self.poll_inflight
-        polling = self.poller is not None
+        polling = self.plan.watch == 'poll'
+        late = self.late
         interval = self.watch_interval
         monotonic = time.monotonic
         heartbeats = self.hb_interval > 0
@@ -167,6 +170,10 @@ class ClientWorker(object):
                 break
             if now - self.last_ppid > 0.5 and self.orphaned(now):
                 break
+            if late and q[b + F_WATCH_GO]:
+                self.join_epoll(now)
+                poll = self.epoll.poll
+                late = False
             if not self.done:
                 self.open_connections(now)
             self.last = now
@@ -189,6 +196,23 @@ class ClientWorker(object):
             self.publish()
 
     # --- watch mode poll
+    def join_epoll(self, now):
+        """plan.watch_late: the ramp is over; from now on every connection is in the epoll
+        set. A connection the peer ended before is reported by the first epoll.poll()
+        (epoll_ctl ADD reports what is already pending, edge-triggered or not)."""
+        ep = select.epoll(1024)
+        ep.register(self.wake_r, select.EPOLLIN)
+        register = ep.register
+        held_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        for fd in self.fds:
+            register(fd, held_mask)
+        conn_mask = held_mask | select.EPOLLOUT
+        for fd in self.inflight:
+            register(fd, conn_mask)
+        self.epoll, self.poller, self.late = ep, None, False
+        self.watch_s += time.monotonic() - now
+        self.q[self.b + F_WATCH_US] = int(self.watch_s * 1e6)
+
     def poll_inflight(self, timeout, _maxevents):
         """The events of the in-flight handshakes and the wake-up pipe (epoll.poll's form)."""
         if self.done and self.q[self.b + F_WATCH_GO]:
@@ -1284,6 +1308,7 @@ class ClientRun(object):
                      'local_port_range': [plan.port_lo, plan.port_hi],
                      'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
             'watch': {'mode': plan.watch, 'why': plan.watch_why,
+                      'late': getattr(plan, 'watch_late', False),
                       'interval_s': plan.watch_interval if plan.watch == 'poll' else None,
                       'passes': self.total_of(F_WATCH_PASSES),
                       'seconds': round(self.total_of(F_WATCH_US) / 1e6, 3)},

@@ -280,6 +280,15 @@ class ClientPlan(object):
                                  ('--protocol %s' % self.protocol, self.protocol != 'tcp'),
                                  ('TLS', self.tls is not None)) if on]
         plan_watch(self, args, 'client', ', '.join(needs))
+        # Heartbeats alone (raw tcp) and an unpaced ramp: no heartbeat before the ramp's
+        # end, so the held connections need no epoll item until then. They join the epoll
+        # set at once when it is over (plan.watch_late); --watch epoll keeps them in it
+        # from the start.
+        self.watch_late = (self.watch == 'epoll' and needs == ['heartbeats'] and not self.paced
+                           and (getattr(args, 'watch', 'auto') or 'auto') == 'auto')
+        if self.watch_late:
+            self.watch_why += ' after an unpaced ramp: the held connections join the epoll ' \
+                              'set once it is over'
 
     def plan_protocol(self, args):
         """The request of each destination (http), or its upgrade request's parts (websocket)."""

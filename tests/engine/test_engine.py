@@ -313,6 +313,23 @@ def test_peer_closing_idle_connections_during_the_hold_fails_the_run(netpair, wa
     assert 'error: 4000 of 4000 connections lost during the hold' in err
 
 
+def test_connections_that_join_epoll_after_the_ramp_see_the_peer_end_them(netpair):
+    """Heartbeats and an unpaced ramp (watch late): the held connections are outside
+    epoll until the ramp is over, then in it; a server that ends them during the hold is
+    noticed (FIN, or RST where the heartbeats it never read were still queued)."""
+    pair = netpair.up(sources=1)
+    closer(pair, '10000-10001', close_after=3)
+    cli = pair.client(client_args(pair, 4000, '10000-10001', ['--hold', '6',
+                                                              '--heartbeat-interval', '1']))
+    code, summary = cli.finish(timeout=120)
+    assert code == 1, cli.stderr()
+    assert summary['watch']['mode'] == 'epoll' and summary['watch']['late'] is True
+    assert summary['reached'] is True
+    assert sum(summary['drops'].values()) == 4000, summary['drops']
+    assert summary['hold']['held_ok'] is False and summary['hold']['dropped_by_peer'] == 4000
+    assert summary['established_final'] == 0
+
+
 @pytest.mark.parametrize('watch', WATCH_MODES)
 def test_a_tolerance_accepts_a_loss_within_it(netpair, watch):
     """Half the connections reset by the peer: --hold-tolerance 0.5 passes, 0.4 does not."""
@@ -416,12 +433,16 @@ def test_heartbeats_wait_for_the_end_of_an_unpaced_ramp(netpair):
     hb = summary['heartbeat']
     assert hb['sent'] > 0 and hb['during_ramp'] is False
     assert hb['first_sent_s'] >= summary['seconds_to_target'], (hb, summary['seconds_to_target'])
+    # the held connections joined the epoll set at the ramp's end: the echoes were read
+    assert summary['watch']['mode'] == 'epoll' and summary['watch']['late'] is True
+    assert hb['received'] > 0 and hb['rtt_p50_ms'] is not None, hb
     paced = pair.client(client_args(pair, 3000, '10000-10001', [
         '--heartbeat-interval', '0.2', '--hold', '1', '--rate', '1500']))
     code, summary = paced.finish(timeout=120)
     assert code == 0, paced.stderr()
     hb = summary['heartbeat']
     assert hb['during_ramp'] is True and summary['seconds_to_target'] > 1.5
+    assert summary['watch']['mode'] == 'epoll' and summary['watch']['late'] is False
     assert hb['first_sent_s'] < summary['seconds_to_target'] - 0.5, (hb, summary['seconds_to_target'])
     srv.finish(sig=signal.SIGTERM)
 
