@@ -12,7 +12,9 @@ server half answers the protocol (200s, the WebSocket upgrade), the client
 half opens N connections, each one's first answer counted before it counts
 toward the target, and sock_diag verifies the count on both sides. For each
 it prints the rate, the user memory per connection (client and server PSS),
-the CPU us per connection and the ratio against tcp from the same run. With
+the CPU us per connection and the ratios against tcp and tcp-epoll from the
+same run (tcp-epoll: tcp with every held connection in an epoll set, --watch
+epoll on both halves, the way http and websocket hold theirs). With
 --tls each protocol runs again wrapped in TLS (the server half with a
 self-signed P-256 certificate made by openssl for the run, the client
 resuming sessions), against the same tcp.
@@ -34,7 +36,11 @@ sys.path.insert(0, HERE)
 
 import connections as bench  # noqa: E402  pylint: disable=wrong-import-position
 
-PROTOCOLS = ('tcp', 'http', 'websocket')
+PROTOCOLS = ('tcp', 'tcp-epoll', 'http', 'websocket')
+# tcp-epoll: tcp with every held connection in an epoll set on both halves (--watch epoll),
+# as http and websocket hold theirs (they read what arrives); the default tcp run keeps
+# them out of epoll (--watch auto resolves to poll), which makes its ramp faster
+EPOLL = ['--watch', 'epoll']
 
 
 def figures(phase):
@@ -91,7 +97,11 @@ def main():
         bench.wait_settled('start', timeout=30)
         for proto, tls in runs:
             try:
-                phase = bench.run_engine(args, host, protocol=proto, tls=tls)
+                if proto == 'tcp-epoll':
+                    phase = bench.run_engine(args, host, label='engine-tcp-epoll' + (
+                        '-tls' if tls else ''), tls=tls, client_extra=EPOLL, server_extra=EPOLL)
+                else:
+                    phase = bench.run_engine(args, host, protocol=proto, tls=tls)
             except bench.BenchError as exc:
                 phase = {'ok': False, 'error': str(exc)}
             out['protocols'][proto + ('+tls' if tls else '')] = figures(phase)
@@ -104,13 +114,18 @@ def main():
         finally:
             host.restore()
     tcp = out['protocols'].get('tcp') or {}
+    tcp_epoll = out['protocols'].get('tcp-epoll') or {}
     rows = []
     for proto, f in out['protocols'].items():
         if tcp.get('connections_per_s') and f.get('connections_per_s'):
             f['rate_vs_tcp'] = round(f['connections_per_s'] / tcp['connections_per_s'], 2)
-        rows.append('%-14s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s%s'
+        if tcp_epoll.get('connections_per_s') and f.get('connections_per_s'):
+            f['rate_vs_tcp_epoll'] = round(f['connections_per_s']
+                                           / tcp_epoll['connections_per_s'], 2)
+        rows.append('%-16s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s  vs tcp-epoll %s%s'
                     % (proto, f.get('connections_per_s'), f.get('user_bytes_per_conn'),
                        f.get('cpu_us_per_conn'), f.get('rate_vs_tcp', '-'),
+                       f.get('rate_vs_tcp_epoll', '-'),
                        '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
     for r in rows:
         bench.log(r)
