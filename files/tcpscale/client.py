@@ -156,7 +156,9 @@ class ClientWorker(object):
     def loop(self):
         q, b, flags = self.q, self.b, self.flags
         poll = self.epoll.poll if self.poller is None else self.poll_inflight
-        polling = self.plan.watch == 'poll'
+        # polling: the periodic passes (watch mode poll) and the passes the supervisor asks
+        # for (F_WATCH_REQ, at the end of the hold; late too, while it has not joined epoll)
+        polling = self.plan.watch == 'poll' or self.late
         late = self.late
         interval = self.watch_interval
         monotonic = time.monotonic
@@ -189,9 +191,11 @@ class ClientWorker(object):
             if polling:
                 req = q[b + F_WATCH_REQ]
                 if req != self.watch_acked:
-                    self.watch_held(now)
+                    if self.poller is not None:
+                        self.watch_held(now)    # (in epoll, a drop is already counted)
                     self.watch_acked = req
-                elif q[b + F_WATCH_GO] and now - self.last_watch >= interval:
+                elif self.poller is not None and q[b + F_WATCH_GO] \
+                        and now - self.last_watch >= interval:
                     self.watch_held(now)
             self.publish()
 
@@ -973,7 +977,7 @@ class ClientRun(object):
     def last_watch_pass(self, timeout=30.0):
         """Watch mode poll: every live worker checks what it holds now (its count goes
         into the summary); returns when they all did, or after timeout seconds."""
-        if self.plan.watch != 'poll':
+        if self.plan.watch != 'poll' and not getattr(self.plan, 'watch_late', False):
             return
         q, sup = self.q, self.sup
         waiting = {}
