@@ -49,7 +49,8 @@ def make_dirs(dirs, mode=0o755):
 
 
 def write_atomic(path, content, mode=0o644, module=None):
-    """Write content to a temporary file beside path, then rename it over path.
+    """Write content (text or bytes) to a temporary file beside path, then rename it
+    over path.
 
     Missing directories are created. An existing file keeps its owner and
     mode when module (an AnsibleModule) does the move.
@@ -58,7 +59,7 @@ def write_atomic(path, content, mode=0o644, module=None):
     target = os.path.realpath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.scalelab-testbed.')
     try:
-        with os.fdopen(fd, 'w') as f:
+        with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
             f.write(content)
         os.chmod(tmp, mode)
         if module is not None:
@@ -190,19 +191,9 @@ def apply_file_set(plan, module=None):
     """Carry out plan_file_set's plan: each file written atomically, then the removals."""
     dest = plan['dest']
     for name, data in sorted(plan['write'].items()):
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix='.scalelab-testbed.')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                f.write(data)
-            os.chmod(tmp, plan['mode'])
-            if module is not None:
-                module.atomic_move(tmp, os.path.join(dest, name))
-            else:
-                os.rename(tmp, os.path.join(dest, name))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        path = os.path.join(dest, name)
+        write_atomic(path, data, plan['mode'], module)
         # atomic_move gives the new file the old one's mode: the plan's mode wins
-        os.chmod(os.path.join(dest, name), plan['mode'])
+        os.chmod(path, plan['mode'])
     for name in plan['remove']:
         os.unlink(os.path.join(dest, name))
