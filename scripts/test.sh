@@ -111,7 +111,10 @@ run_static() {
 asked=("${stages[@]}")
 static=()
 for s in "${stages[@]}"; do
-    case "$s" in unit|sanity|lint) static+=("$s") ;; esac
+    case "$s" in
+        unit) [ ! -d tests/unit ] || static+=("$s") ;;
+        sanity|lint) static+=("$s") ;;
+    esac
 done
 if [ "${#static[@]}" -gt 1 ]; then
     collection_copy > /dev/null     # made once, before the stages that share it start
