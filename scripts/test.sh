@@ -83,7 +83,7 @@ stage_molecule() {
 # each: two or more of them run at once, their outputs printed one after the
 # other once all are done (about 50 s less on 2 cores)
 run_static() {
-    local s rc pids=() start=$SECONDS
+    local s rc t pids=() start=$SECONDS
     echo "=== stages at once: $*"
     for s in "$@"; do
         (

@@ -48,15 +48,17 @@ def make_dirs(dirs, mode=0o755):
         os.mkdir(directory, mode)
 
 
-def write_atomic(path, content, mode=0o644, module=None):
+def write_atomic(path, content, mode=0o644, module=None, follow=True):
     """Write content (text or bytes) to a temporary file beside path, then rename it
     over path.
 
     Missing directories are created. An existing file keeps its owner and
-    mode when module (an AnsibleModule) does the move.
+    mode when module (an AnsibleModule) does the move. A symlink at path is
+    followed (its target is written) unless follow is False: then the link
+    itself is replaced by the file.
     """
     make_dirs(missing_dirs(path))
-    target = os.path.realpath(path)
+    target = os.path.realpath(path) if follow else os.path.abspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.scalelab-testbed.')
     try:
         with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
@@ -192,7 +194,9 @@ def apply_file_set(plan, module=None):
     dest = plan['dest']
     for name, data in sorted(plan['write'].items()):
         path = os.path.join(dest, name)
-        write_atomic(path, data, plan['mode'], module)
+        # a symlink among the set's names is replaced, never written through (the plan
+        # reads only regular files, so a followed link would be rewritten every run)
+        write_atomic(path, data, plan['mode'], module, follow=False)
         # atomic_move gives the new file the old one's mode: the plan's mode wins
         os.chmod(path, plan['mode'])
     for name in plan['remove']:

@@ -82,3 +82,18 @@ def test_bad_input_names_the_field_and_changes_nothing(tmp_path):
         failed, r = call(file_set.main, **args)
         assert failed and text in r['msg'], (args, r['msg'])
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_symlink_in_the_set_is_replaced_and_its_target_left_alone(tmp_path):
+    d = tmp_path / 'engine'
+    d.mkdir()
+    outside = tmp_path / 'outside.py'
+    outside.write_text('keep\n')
+    (d / 'link.py').symlink_to(outside)
+    files = {'link.py': 'x = 1\n'}
+    failed, r = call(file_set.main, dest=str(d), files=files)
+    assert not failed and r['changed'] and r['written'] == ['link.py']
+    assert not (d / 'link.py').is_symlink() and (d / 'link.py').read_text() == 'x = 1\n'
+    assert outside.read_text() == 'keep\n'
+    failed, r = call(file_set.main, dest=str(d), files=files)
+    assert not failed and not r['changed']
