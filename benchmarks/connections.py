@@ -6,7 +6,7 @@
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
         [--baseline] [--heartbeat-interval 30] [--metrics] [--reference-engine DIR] [--keep-going]
-        [--client-args ARGS] [--variant ARGS] [--rounds N] [--perf]
+        [--client-args ARGS] [--variant ARGS] [--rounds N] [--perf] [--idle-descriptors N]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side enough source
@@ -39,6 +39,12 @@ per connection by process (the engine's halves by pid) and by function
 slows the ramp down as the count grows. --client-args ARGS adds options to the
 engine's client half; --variant ARGS runs it again with other options (phase
 engine_variant) and reports the ratio.
+
+With --idle-descriptors N, helper processes hold N descriptors of /dev/null,
+idle, through every phase: the extra work a host agent that walks every process's
+open files gets (this machine's PID 1 is one; docs/sizing.md), to measure how
+much each contender suffers from it in one run. Each phase's
+foreign_cpu_during_ramp shows what that agent took.
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
@@ -323,6 +329,58 @@ def foreign_cpu(before, after, ours):
             'top': dict((k, round(v / hz, 2)) for k, v in top)}
 
 
+class ForeignSampler(object):
+    """The CPU time of the processes that are not the benchmark's own (foreign_cpu's
+    rule) and were there when the ramp began, sampled while it runs: what they took in
+    its first and in its last 10% (the descriptor walker's share grows with the
+    descriptors open)."""
+
+    def __init__(self, procs, ours):
+        self.last = dict((pid, ticks) for pid, (comm, ticks) in procs.items()
+                         if pid != os.getpid() and not comm.startswith('tcpscale')
+                         and pid not in ours)
+        self.samples = []
+
+    def sample(self):
+        for pid in list(self.last):
+            try:
+                with open('/proc/%d/stat' % pid) as f:
+                    st = f.read()
+            except OSError:
+                continue        # gone: its last reading stays in the sum
+            fields = st[st.rindex(')') + 2:].split()
+            self.last[pid] = int(fields[11]) + int(fields[12])
+        self.samples.append((time.monotonic(), sum(self.last.values())))
+
+    def ticks_at(self, t):
+        """Interpolated total ticks at monotonic time t (None outside the samples)."""
+        for (t0, a), (t1, b) in zip(self.samples, self.samples[1:]):
+            if t0 <= t <= t1:
+                return a + (b - a) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return None
+
+    def window(self, t0, t1):
+        a, b = self.ticks_at(t0), self.ticks_at(t1)
+        if a is None or b is None or t1 <= t0:
+            return None
+        secs = (b - a) / float(os.sysconf('SC_CLK_TCK'))
+        return {'seconds': round(secs, 2),
+                'share_of_cpus_pct': round(100.0 * secs / ((t1 - t0) * (os.cpu_count() or 1)),
+                                           1)}
+
+
+def foreign_by_window(sampler, started_at, timeline, n):
+    """foreign CPU in the first and the last 10% of the ramp, from the client's timeline."""
+    if not (started_at and timeline):
+        return None
+    t0 = started_at - (time.time() - time.monotonic())
+    marks = [crossing(timeline, n * f) for f in (0.0, 0.1, 0.9, 1.0)]
+    if None in marks:
+        return None
+    return {'first_10pct': sampler.window(t0 + marks[0], t0 + marks[1]),
+            'last_10pct': sampler.window(t0 + marks[2], t0 + marks[3])}
+
+
 def procs_cpu_us(before, after, pids, per):
     """CPU (user + system) of the given processes between two kernel_state()s, in us per
     connection, from their own /proc/PID/stat (a process that started in between counts
@@ -571,6 +629,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         result['server_command'] = shlex.join(ip_netns_exec(NS_SRV, server_argv))
         log('%s: %s' % (label, result['client_command']))
         perf = start_perf(ph.path('perf.data')) if getattr(args, 'perf', False) else None
+        foreign = ForeignSampler(before['procs'], set([server.pid]))
+        foreign.sample()
         t_start = time.monotonic()
         client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('client.err'), 'w'), universal_newlines=True)
@@ -583,6 +643,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         status, sstat = {}, {}
         while True:
             time.sleep(0.25)
+            foreign.sample()
             try:
                 with open(ph.path('cstatus')) as f:
                     status = json.load(f)
@@ -593,6 +654,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             if time.monotonic() > deadline:
                 log('%s: the target was not reached in %.0f s' % (label, deadline - t_start))
                 break
+        foreign.sample()
         if perf is not None:
             stop_perf(perf)
         if status.get('reached'):
@@ -671,6 +733,12 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             # interval after the connections opened)
             hh['heartbeats_per_s'] = round(sent / hh['seconds'], 1)
             hh['host_cpu_us_per_heartbeat'] = round(busy * 1e6 / sent, 1)
+        fw = foreign_by_window(foreign, csum.get('started_at'), csum.get('timeline'), n)
+        if fw:
+            result['foreign_cpu_by_window'] = fw
+            log('%s: other processes took %s%% of the CPUs in the first 10%% of the ramp, '
+                '%s%% in the last 10%%' % (label, (fw['first_10pct'] or {}).get('share_of_cpus_pct'),
+                                           (fw['last_10pct'] or {}).get('share_of_cpus_pct')))
         if perf is not None and csum.get('started_at') and csum.get('timeline'):
             result['profile'] = profile_ramp(
                 ph.path('perf.data'), csum['started_at'], csum['timeline'], n,
@@ -851,6 +919,53 @@ def log_profile(label, prof):
             log('    %-40s %8.2f -> %8.2f' % (g['function'][:40], g['first_us'], g['last_us']))
 
 
+IDLE_HOLDER = r'''
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(int(sys.argv[1]))]
+print('holding %d' % len(fds), flush=True)
+sys.stdin.readline()
+'''
+
+
+class IdleDescriptors(object):
+    """--idle-descriptors N: N descriptors of /dev/null held, doing nothing, by helper
+    processes of at most BASE_PER_PROC each, from start() to stop(). A host agent that
+    walks every process's open files (this machine's PID 1 does, docs/sizing.md) then has
+    N more to walk during every phase; the helpers themselves use no CPU."""
+
+    def __init__(self, python=sys.executable):
+        self.python = python
+        self.procs = []
+
+    def start(self, n):
+        try:
+            while n > sum(self.counts()):
+                k = min(BASE_PER_PROC, n - sum(self.counts()))
+                p = subprocess.Popen([self.python, '-c', IDLE_HOLDER, str(k)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     universal_newlines=True)
+                self.procs.append((p, k))
+                if p.stdout.readline().split() != ['holding', str(k)]:
+                    raise BenchError('an idle-descriptor holder could not open %d descriptors '
+                                     '(its RLIMIT_NOFILE, or fs.file-max)' % k)
+        except BaseException:
+            self.stop()
+            raise
+        return [p.pid for p, _k in self.procs]
+
+    def counts(self):
+        return [k for _p, k in self.procs]
+
+    def stop(self):
+        for p, _k in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.procs = []
+
+
 def build_cref(workdir):
     """benchmarks/cref.c built with cc into workdir: (path, None), or (None, why not)."""
     cc = shutil.which(os.environ.get('CC', 'cc'))
@@ -1020,7 +1135,7 @@ def preflight(args, host):
                          % (n, need / 1e9, avail / 1e9))
     fmax = int(read('/proc/sys/fs/file-max'))
     used = int(read('/proc/sys/fs/file-nr').split()[0])
-    want = used + 2 * n + 200000
+    want = used + 2 * n + max(0, args.idle_descriptors) + 200000
     if fmax < want:
         log('fs.file-max %d is below %d: raising it for the run' % (fmax, want))
         host.set('fs.file-max', want)
@@ -1139,6 +1254,10 @@ def main():
                         'for faulting fresh pages in')
     p.add_argument('--keep-going', action='store_true',
                    help='run the remaining phases when one fails (exit 1 at the end)')
+    p.add_argument('--idle-descriptors', type=int, default=0, metavar='N',
+                   help='hold N idle descriptors (/dev/null, in helper processes) through '
+                        'every phase: what an agent that walks every process\'s open files '
+                        'then has to walk besides the contenders\' sockets (docs/sizing.md)')
     p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
     p.add_argument('--sources', type=int, default=0, help='client source aliases (default: '
                    'enough for <= 16,000 connections per tuple)')
@@ -1150,14 +1269,21 @@ def main():
     args = p.parse_args()
     if args.rounds < 1:
         p.error('--rounds: give 1 or more')
+    if args.idle_descriptors < 0:
+        p.error('--idle-descriptors: give 0 or more')
     host = HostSettings()
     phases = {}
     failed = []
     interrupted = False
 
     interrupt_on_sigterm()
+    idle = IdleDescriptors()
     try:
         preflight(args, host)
+        if args.idle_descriptors > 0:
+            pids = idle.start(args.idle_descriptors)
+            log('idle descriptors: %d held by %d helper processes through every phase'
+                % (args.idle_descriptors, len(pids)))
         wait_settled('start', timeout=30)
         engines = [('engine', lambda: run_engine(args, host))]
         if args.heartbeat_interval > 0:
@@ -1220,6 +1346,7 @@ def main():
         failed.append('preflight')
     finally:
         try:
+            idle.stop()
             remove_namespaces()
         finally:
             host.restore()
@@ -1232,6 +1359,7 @@ def main():
            'kernel_bytes_per_conn': eng.get('kernel_bytes_per_conn'),
            'failed_phases': failed, 'interrupted': interrupted,
            'command': shlex.join([sys.executable] + sys.argv),
+           'idle_descriptors': max(0, args.idle_descriptors),
            'phases': phases}
     base = phases.get('baseline')
     if base and base.get('connections_per_s') and eng.get('connections_per_s'):
