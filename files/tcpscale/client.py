@@ -45,7 +45,7 @@ from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_R
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
                      IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, fd_table, log,
-                     set_name, write_json_atomic)
+                     set_name, trim_heap, write_json_atomic)
 from .watch import (ENDED_EVENTS, HELD_EVENTS, POLLIN, POLLOUT, RESET_EVENTS, Poller,
                     describe)
 
@@ -241,6 +241,7 @@ class ClientWorker(object):
                 self.drop(fd, bool(ev & RESET_EVENTS))
             else:
                 self.read_held(fd)
+        trim_heap()         # the pass's temporary arrays: not this worker's memory for good
         self.watch_passes += 1
         self.watch_s += time.monotonic() - now
 
@@ -775,6 +776,7 @@ class ClientWorker(object):
             return
         if finishing:
             self.done = True
+            trim_heap()     # what the ramp allocated and freed (in epoll mode no pass did)
             q[b + F_DONE_NS] = time.monotonic_ns()
             publish_cpu(q, b)           # the CPU of the ramp, complete (not 0.5 s old)
             q[b + F_STATE] = ST_HOLDING if self.est >= self.quota else ST_SETTLED

@@ -35,7 +35,7 @@ from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECH
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_OK, EXIT_USAGE, SOCK_CLOEXEC, SOCK_NONBLOCK, Usage,
                      child_setup, close_rst, drain, fd_table, libc, log, lost_children,
-                     set_name, tcp_in_use, write_json_atomic)
+                     set_name, tcp_in_use, trim_heap, write_json_atomic)
 from .watch import ENDED_EVENTS, HELD_EVENTS, Poller, describe
 
 ACCEPT_BATCH = 512          # a server holder that accepted fewer than this in one round
@@ -478,6 +478,7 @@ class Holder(object):
                 n = 0
             if n == 0 and self.forget(fd):
                 gone += 1
+        trim_heap()         # the pass's temporary arrays: not this holder's memory for good
         self.watch_passes += 1
         self.watch_s += time.monotonic() - now
         self.q[self.b + F_WATCH_PASSES] = self.watch_passes
@@ -553,6 +554,7 @@ class Holder(object):
                 pass
             s.close()
         self.listener_of.clear()
+        trim_heap()         # what accepting allocated and freed
         self.q[self.b + F_LISTEN] = 0
         self.q[self.b + F_STATE] = ST_HOLDING
 

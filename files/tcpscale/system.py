@@ -49,6 +49,7 @@ def log(msg):
 # --------------------------------------------------------------------- libc
 
 _LIBC = None
+_TRIM = None
 
 
 def libc():
@@ -59,6 +60,22 @@ def libc():
         except OSError:
             _LIBC = False
     return _LIBC
+
+
+def trim_heap():
+    """Hand the C heap's free pages back to the kernel (glibc's malloc_trim(0)).
+
+    A worker calls it when its ramp is over and after each pass over its held
+    connections: the pass's temporary arrays (about 0.5 MB at 20,000 connections)
+    are freed into the heap, whose pages would otherwise stay in the worker's private
+    memory until it exits. A no-op where the C library has no malloc_trim (musl).
+    """
+    global _TRIM
+    if _TRIM is None:
+        lib = libc()
+        _TRIM = (getattr(lib, 'malloc_trim', None) if lib else None) or False
+    if _TRIM:
+        _TRIM(0)
 
 
 def set_name(name):
