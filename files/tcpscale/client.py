@@ -1064,6 +1064,7 @@ class ClientRun(object):
         if self.reached and dropped > self.dropped_seen:
             self.log_drops(dropped, est)
         self.dropped_seen = dropped
+        trim_heap()         # this second's status and samples, freed: not kept dirty
         self.next_tick += self.args.progress_interval
         if self.next_tick < now:
             self.next_tick = now + self.args.progress_interval

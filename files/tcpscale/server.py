@@ -743,6 +743,7 @@ class ServerRun(object):
                 write_json_atomic(self.args.status_file, self.snapshot())
             except OSError as exc:
                 log('cannot write the status file: %s' % exc)
+        trim_heap()         # this second's status and samples, freed: not kept dirty
         self.next_tick += self.args.progress_interval
         if self.next_tick < now:
             self.next_tick = now + self.args.progress_interval
