@@ -293,22 +293,30 @@ def cpu_delta(before, after, per):
     return out
 
 
+def proc_stat(pid):
+    """(comm, ppid, user+system ticks) from /proc/PID/stat; None when it is gone."""
+    try:
+        with open('/proc/%s/stat' % pid) as f:
+            st = f.read()
+    except OSError:
+        return None
+    fields = st[st.rindex(')') + 2:].split()
+    return st[st.index('(') + 1:st.rindex(')')], fields[1], int(fields[11]) + int(fields[12])
+
+
 def process_cpu():
     """pid -> (comm, user+system ticks) of every user-space process."""
     out = {}
     for name in os.listdir('/proc'):
         if not name.isdigit():
             continue
-        try:
-            with open('/proc/%s/stat' % name) as f:
-                st = f.read()
-        except OSError:
+        st = proc_stat(name)
+        if st is None:
             continue
-        comm = st[st.index('(') + 1:st.rindex(')')]
-        fields = st[st.rindex(')') + 2:].split()
-        if fields[1] == '2' or name == '2':       # kernel threads (children of kthreadd)
+        comm, ppid, ticks = st
+        if ppid == '2' or name == '2':       # kernel threads (children of kthreadd)
             continue
-        out[int(name)] = (comm, int(fields[11]) + int(fields[12]))
+        out[int(name)] = (comm, ticks)
     return out
 
 
@@ -343,13 +351,9 @@ class ForeignSampler(object):
 
     def sample(self):
         for pid in list(self.last):
-            try:
-                with open('/proc/%d/stat' % pid) as f:
-                    st = f.read()
-            except OSError:
-                continue        # gone: its last reading stays in the sum
-            fields = st[st.rindex(')') + 2:].split()
-            self.last[pid] = int(fields[11]) + int(fields[12])
+            st = proc_stat(pid)
+            if st is not None:      # gone: its last reading stays in the sum
+                self.last[pid] = st[2]
         self.samples.append((time.monotonic(), sum(self.last.values())))
 
     def ticks_at(self, t):
@@ -1135,7 +1139,7 @@ def preflight(args, host):
                          % (n, need / 1e9, avail / 1e9))
     fmax = int(read('/proc/sys/fs/file-max'))
     used = int(read('/proc/sys/fs/file-nr').split()[0])
-    want = used + 2 * n + max(0, args.idle_descriptors) + 200000
+    want = used + 2 * n + max(0, getattr(args, 'idle_descriptors', 0)) + 200000
     if fmax < want:
         log('fs.file-max %d is below %d: raising it for the run' % (fmax, want))
         host.set('fs.file-max', want)

@@ -17,7 +17,9 @@ same run (tcp-epoll: tcp with every held connection in an epoll set, --watch
 epoll on both halves, the way http and websocket hold theirs). With
 --tls each protocol runs again wrapped in TLS (the server half with a
 self-signed P-256 certificate made by openssl for the run, the client
-resuming sessions), against the same tcp.
+resuming sessions), against the same tcp. With --reference-engine DIR each
+protocol runs again, right after, with that copy of the engine (an older
+commit's, from `git worktree add`): the ratio of the two rates, from one run.
 
 The last stdout line is one JSON object: {protocol: figures}, ratios.
 """
@@ -54,6 +56,7 @@ def figures(phase):
             'cpu_us_per_conn': round(sum(cpu.values()), 1) if cpu else None,
             'answers': ((phase.get('client_summary') or {}).get('protocol') or {}).get(
                 'responses_by_status'),
+            'profile': phase.get('profile'),
             'error': phase.get('error')}
 
 
@@ -77,6 +80,14 @@ def main():
     p.add_argument('--sources', type=int, default=0)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
     p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
+    p.add_argument('--reference-engine', metavar='DIR',
+                   help='also run each protocol with this copy of the engine (DIR/__main__.py, '
+                        'for instance an older commit\'s files/tcpscale), right after this '
+                        'one, and report the ratio (entries named PROTOCOL@reference)')
+    p.add_argument('--perf', action='store_true',
+                   help='profile every CPU with perf during each ramp and report the CPU '
+                        'microseconds per connection by process and by function (as '
+                        'benchmarks/connections.py --perf does)')
     p.add_argument('--python', default=bench.TARGET_PYTHON if os.path.exists(bench.TARGET_PYTHON)
                    else sys.executable,
                    help='the interpreter the engine runs with (default: %s where it exists, '
@@ -95,16 +106,22 @@ def main():
             cert = self_signed(workdir)
             runs += [(proto, cert) for proto in wanted]
         bench.wait_settled('start', timeout=30)
+        engines = [('', bench.ENGINE)]
+        if args.reference_engine:
+            engines.append(('@reference', os.path.abspath(args.reference_engine)))
         for proto, tls in runs:
-            try:
-                if proto == 'tcp-epoll':
-                    phase = bench.run_engine(args, host, label='engine-tcp-epoll' + (
-                        '-tls' if tls else ''), tls=tls, client_extra=EPOLL, server_extra=EPOLL)
-                else:
-                    phase = bench.run_engine(args, host, protocol=proto, tls=tls)
-            except bench.BenchError as exc:
-                phase = {'ok': False, 'error': str(exc)}
-            out['protocols'][proto + ('+tls' if tls else '')] = figures(phase)
+            for suffix, engine in engines:
+                label = 'engine-%s%s%s' % (proto, '-tls' if tls else '', suffix)
+                try:
+                    if proto == 'tcp-epoll':
+                        phase = bench.run_engine(args, host, label=label, tls=tls, engine=engine,
+                                                 client_extra=EPOLL, server_extra=EPOLL)
+                    else:
+                        phase = bench.run_engine(args, host, label=label, protocol=proto,
+                                                 tls=tls, engine=engine)
+                except bench.BenchError as exc:
+                    phase = {'ok': False, 'error': str(exc)}
+                out['protocols'][proto + ('+tls' if tls else '') + suffix] = figures(phase)
     except KeyboardInterrupt:
         out['interrupted'] = True
     finally:
@@ -113,20 +130,26 @@ def main():
             bench.remove_namespaces()
         finally:
             host.restore()
-    tcp = out['protocols'].get('tcp') or {}
-    tcp_epoll = out['protocols'].get('tcp-epoll') or {}
     rows = []
     for proto, f in out['protocols'].items():
-        if tcp.get('connections_per_s') and f.get('connections_per_s'):
-            f['rate_vs_tcp'] = round(f['connections_per_s'] / tcp['connections_per_s'], 2)
-        if tcp_epoll.get('connections_per_s') and f.get('connections_per_s'):
-            f['rate_vs_tcp_epoll'] = round(f['connections_per_s']
-                                           / tcp_epoll['connections_per_s'], 2)
-        rows.append('%-16s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s  vs tcp-epoll %s%s'
-                    % (proto, f.get('connections_per_s'), f.get('user_bytes_per_conn'),
-                       f.get('cpu_us_per_conn'), f.get('rate_vs_tcp', '-'),
-                       f.get('rate_vs_tcp_epoll', '-'),
-                       '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
+        # against tcp and tcp-epoll run by the same engine
+        suffix = '@reference' if proto.endswith('@reference') else ''
+        tcp = out['protocols'].get('tcp' + suffix) or {}
+        tcp_epoll = out['protocols'].get('tcp-epoll' + suffix) or {}
+        ref = out['protocols'].get(proto + '@reference') or {}
+        rate = f.get('connections_per_s')
+        if tcp.get('connections_per_s') and rate:
+            f['rate_vs_tcp'] = round(rate / tcp['connections_per_s'], 2)
+        if tcp_epoll.get('connections_per_s') and rate:
+            f['rate_vs_tcp_epoll'] = round(rate / tcp_epoll['connections_per_s'], 2)
+        if ref.get('connections_per_s') and rate:
+            f['rate_vs_reference'] = round(rate / ref['connections_per_s'], 2)
+        rows.append('%-22s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s  vs tcp-epoll %s'
+                    '%s%s' % (proto, rate, f.get('user_bytes_per_conn'), f.get('cpu_us_per_conn'),
+                              f.get('rate_vs_tcp', '-'), f.get('rate_vs_tcp_epoll', '-'),
+                              '  vs reference %s' % f['rate_vs_reference']
+                              if 'rate_vs_reference' in f else '',
+                              '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
     for r in rows:
         bench.log(r)
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')

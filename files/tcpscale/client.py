@@ -776,7 +776,8 @@ class ClientWorker(object):
             return
         if finishing:
             self.done = True
-            trim_heap()     # what the ramp allocated and freed (in epoll mode no pass did)
+            if self.poller is None:
+                trim_heap()     # what the ramp freed (in poll mode the pass above trimmed)
             q[b + F_DONE_NS] = time.monotonic_ns()
             publish_cpu(q, b)           # the CPU of the ramp, complete (not 0.5 s old)
             q[b + F_STATE] = ST_HOLDING if self.est >= self.quota else ST_SETTLED

@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""benchmarks/protocols.py runs end to end at a small count: each protocol's phase
+reaches its target, verified by sock_diag on both sides, with its answers counted,
+and the ratio against tcp is printed. (It shares its phase code with
+benchmarks/connections.py: a change there that breaks it fails here.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from enginelib import REPO
+
+
+# heavy_lock: the benchmark's namespaces have fixed names, as a developer's run has
+def test_the_protocols_benchmark_runs_tcp_and_http_and_prints_the_ratio(heavy_lock):
+    if os.geteuid() != 0:
+        pytest.skip('needs root (network namespaces, sysctls)')
+    n = 3000
+    res = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'protocols.py'),
+                          '--connections', str(n), '--protocols', 'tcp,http'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.splitlines()[-1])
+    tcp, http = out['protocols']['tcp'], out['protocols']['http']
+    for f in (tcp, http):
+        assert f['ok'] and f['established'] == n, f
+        assert f['connections_per_s'] > 0 and f['cpu_us_per_conn'] > 0, f
+    assert http['answers'] == {'200': n}
+    assert tcp['rate_vs_tcp'] == 1.0
+    assert http['rate_vs_tcp'] == round(http['connections_per_s'] / tcp['connections_per_s'], 2)
+    assert 'http ' in res.stderr and 'vs tcp' in res.stderr
