@@ -1207,6 +1207,24 @@ def median_run(runs):
     return out
 
 
+def add_engine_options(p):
+    """The options of this benchmark and of protocols.py: how the engine runs, what it is
+    compared with, and its profile."""
+    p.add_argument('--python', default=TARGET_PYTHON if os.path.exists(TARGET_PYTHON)
+                   else sys.executable,
+                   help='the interpreter the engine (and the naive baseline) run with (default: '
+                        '%s, what the roles run the engine with on a target, where it exists; '
+                        'else this one)' % TARGET_PYTHON)
+    p.add_argument('--reference-engine', metavar='DIR',
+                   help='also run this copy of the engine (DIR/__main__.py, for instance an older '
+                        'commit\'s files/tcpscale from git worktree add) and report the ratio '
+                        'of the rates')
+    p.add_argument('--perf', action='store_true',
+                   help='profile every CPU with perf during each phase and report the CPU '
+                        'microseconds per connection by process and by function over the ramp '
+                        '(the engine phases also for its first and last 10%%)')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
@@ -1217,9 +1235,6 @@ def main():
     p.add_argument('--metrics', action='store_true',
                    help='also run the engine with live metrics on (textfile and HTTP, scraped '
                         'every second) and report the cost')
-    p.add_argument('--reference-engine', metavar='DIR',
-                   help='also run this copy of the engine (DIR/__main__.py, for instance an older '
-                        'commit\'s files/tcpscale) and report the ratio')
     p.add_argument('--client-args', default='', metavar='ARGS',
                    help='extra options of the engine\'s client half, for instance '
                         '"--inflight 4096"')
@@ -1233,15 +1248,7 @@ def main():
     p.add_argument('--variant-server', metavar='ARGS',
                    help='the server options of the variant (phase engine_variant) instead of '
                         '--server-args, for instance "--watch epoll"')
-    p.add_argument('--python', default=TARGET_PYTHON if os.path.exists(TARGET_PYTHON)
-                   else sys.executable,
-                   help='the interpreter the engine and the naive baseline run with (default: '
-                        '%s, what the roles run the engine with on a target, where it exists; '
-                        'else this one)' % TARGET_PYTHON)
-    p.add_argument('--perf', action='store_true',
-                   help='profile every CPU with perf during each phase and report the CPU '
-                        'microseconds per connection by process and by function over the ramp '
-                        '(the engine phases also for its first and last 10%%)')
+    add_engine_options(p)
     p.add_argument('--baseline-first', action='store_true',
                    help='run the baseline and the C reference before the engine instead of after '
                         'it (the phase that runs first on a VM whose freed memory goes back to '

@@ -19,7 +19,9 @@ epoll on both halves, the way http and websocket hold theirs). With
 self-signed P-256 certificate made by openssl for the run, the client
 resuming sessions), against the same tcp. With --reference-engine DIR each
 protocol runs again, right after, with that copy of the engine (an older
-commit's, from `git worktree add`): the ratio of the two rates, from one run.
+commit's, from `git worktree add`; entries named PROTOCOL@reference): the
+ratio of the two rates, from one run. --perf profiles each ramp as
+connections.py --perf does.
 
 The last stdout line is one JSON object: {protocol: figures}, ratios.
 """
@@ -80,18 +82,7 @@ def main():
     p.add_argument('--sources', type=int, default=0)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
     p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
-    p.add_argument('--reference-engine', metavar='DIR',
-                   help='also run each protocol with this copy of the engine (DIR/__main__.py, '
-                        'for instance an older commit\'s files/tcpscale), right after this '
-                        'one, and report the ratio (entries named PROTOCOL@reference)')
-    p.add_argument('--perf', action='store_true',
-                   help='profile every CPU with perf during each ramp and report the CPU '
-                        'microseconds per connection by process and by function (as '
-                        'benchmarks/connections.py --perf does)')
-    p.add_argument('--python', default=bench.TARGET_PYTHON if os.path.exists(bench.TARGET_PYTHON)
-                   else sys.executable,
-                   help='the interpreter the engine runs with (default: %s where it exists, '
-                        'what the roles use on a target)' % bench.TARGET_PYTHON)
+    bench.add_engine_options(p)
     args = p.parse_args()
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()
