@@ -19,21 +19,32 @@ from enginelib import REPO
 
 
 # heavy_lock: the benchmark's namespaces have fixed names, as a developer's run has
-def test_the_protocols_benchmark_runs_tcp_and_http_and_prints_the_ratio(heavy_lock):
+def test_the_protocols_benchmark_runs_tcp_and_http_against_a_reference_engine(heavy_lock):
+    """Both protocols, each run again by a reference copy of the engine (here the same
+    files, from their own path): every phase reaches its target, and each ratio is the
+    one of the rates of the same run."""
     if os.geteuid() != 0:
         pytest.skip('needs root (network namespaces, sysctls)')
     n = 3000
     res = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'protocols.py'),
-                          '--connections', str(n), '--protocols', 'tcp,http'],
+                          '--connections', str(n), '--protocols', 'tcp,http',
+                          '--reference-engine', os.path.join(REPO, 'files', 'tcpscale')],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.splitlines()[-1])
-    tcp, http = out['protocols']['tcp'], out['protocols']['http']
-    for f in (tcp, http):
-        assert f['ok'] and f['established'] == n, f
-        assert f['connections_per_s'] > 0 and f['cpu_us_per_conn'] > 0, f
-    assert http['answers'] == {'200': n}
-    assert tcp['rate_vs_tcp'] == 1.0
-    assert http['rate_vs_tcp'] == round(http['connections_per_s'] / tcp['connections_per_s'], 2)
-    assert 'http ' in res.stderr and 'vs tcp' in res.stderr
+    runs = json.loads(res.stdout.splitlines()[-1])['protocols']
+    assert sorted(runs) == ['http', 'http@reference', 'tcp', 'tcp@reference']
+    for name, f in runs.items():
+        assert f['ok'] and f['established'] == n, (name, f)
+        assert f['connections_per_s'] > 0 and f['cpu_us_per_conn'] > 0, (name, f)
+    for suffix in ('', '@reference'):
+        tcp, http = runs['tcp' + suffix], runs['http' + suffix]
+        assert http['answers'] == {'200': n}
+        assert tcp['rate_vs_tcp'] == 1.0        # against the tcp of the same engine
+        assert http['rate_vs_tcp'] == round(http['connections_per_s'] / tcp['connections_per_s'],
+                                            2)
+    for proto in ('tcp', 'http'):
+        assert runs[proto]['rate_vs_reference'] == round(
+            runs[proto]['connections_per_s'] / runs[proto + '@reference']['connections_per_s'], 2)
+        assert 'rate_vs_reference' not in runs[proto + '@reference']
+    assert 'http@reference' in res.stderr and 'vs reference' in res.stderr
