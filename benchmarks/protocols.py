@@ -21,7 +21,9 @@ resuming sessions), against the same tcp. With --reference-engine DIR each
 protocol runs again, right after, with that copy of the engine (an older
 commit's, from `git worktree add`; entries named PROTOCOL@reference): the
 ratio of the two rates, from one run. --perf profiles each ramp as
-connections.py --perf does.
+connections.py --perf does. --rounds N runs every phase N times, in
+alternating order, and reports each ratio as the median of the ratios taken
+within each round.
 
 The last stdout line is one JSON object: {protocol: figures}, ratios.
 """
@@ -75,6 +77,72 @@ def self_signed(directory):
     return crt, key
 
 
+RATIOS = ('rate_vs_tcp', 'rate_vs_tcp_epoll', 'rate_vs_reference')
+
+
+def run_phase(args, host, proto, tls, suffix, engine, r):
+    """One protocol's phase, by one engine: its figures from benchmarks/connections.py."""
+    label = 'engine-%s%s%s' % (proto, '-tls' if tls else '', suffix)
+    if args.rounds > 1:
+        label += '-r%d' % (r + 1)
+    try:
+        if proto == 'tcp-epoll':
+            return bench.run_engine(args, host, label=label, tls=tls, engine=engine,
+                                    client_extra=EPOLL, server_extra=EPOLL)
+        return bench.run_engine(args, host, label=label, protocol=proto, tls=tls, engine=engine)
+    except bench.BenchError as exc:
+        return {'ok': False, 'error': str(exc)}
+
+
+def add_ratios(got):
+    """The ratios of one round's rates (got: {protocol: figures}), within that round:
+    against tcp and tcp-epoll run by the same engine, and against the reference engine."""
+    for proto, f in got.items():
+        suffix = '@reference' if proto.endswith('@reference') else ''
+        rate = f.get('connections_per_s')
+        for key, other in (('rate_vs_tcp', 'tcp' + suffix),
+                           ('rate_vs_tcp_epoll', 'tcp-epoll' + suffix),
+                           ('rate_vs_reference', proto + '@reference')):
+            base = (got.get(other) or {}).get('connections_per_s')
+            if base and rate:
+                f[key] = round(rate / base, 2)
+
+
+def lower_median(values):
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def combine(rounds):
+    """{protocol: figures} over the rounds: one round's as they are; of several, the
+    median-rate run's figures, each ratio the median of the rounds' own ratios (in
+    'ratios_by_round', in the order the rounds ran), ok when every run was."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for proto in rounds[0]:
+        runs = [got[proto] for got in rounds if proto in got]
+        f = bench.median_run(runs)
+        f['ok'] = all(run.get('ok') for run in runs)
+        by_round = {key: [run.get(key) for run in runs] for key in RATIOS
+                    if all(run.get(key) is not None for run in runs)}
+        for key in RATIOS:
+            f.pop(key, None)
+        for key, values in by_round.items():
+            f[key] = lower_median(values)
+        f['ratios_by_round'] = by_round
+        out[proto] = f
+    return out
+
+
+def row(proto, f, prefix):
+    return ('%s%-22s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s  vs tcp-epoll %s%s%s'
+            % (prefix, proto, f.get('connections_per_s'), f.get('user_bytes_per_conn'),
+               f.get('cpu_us_per_conn'), f.get('rate_vs_tcp', '-'),
+               f.get('rate_vs_tcp_epoll', '-'),
+               '  vs reference %s' % f['rate_vs_reference'] if 'rate_vs_reference' in f else '',
+               '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
@@ -82,13 +150,22 @@ def main():
     p.add_argument('--sources', type=int, default=0)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
     p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='run every phase this many times, in alternating order; each ratio is '
+                        'then the median of the ratios taken within each round (the lower '
+                        'middle one of an even count), each protocol\'s figures those of its '
+                        'median-rate run: on a noisy machine a slow spell then hits every '
+                        'protocol')
     bench.add_engine_options(p)
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error('--rounds: give 1 or more')
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()
     bench.interrupt_on_sigterm()
     out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv),
            'protocols': {}}
+    rounds = []
     workdir = tempfile.mkdtemp(prefix='tbd-bench-tls.')
     try:
         bench.preflight(args, host)
@@ -100,19 +177,13 @@ def main():
         engines = [('', bench.ENGINE)]
         if args.reference_engine:
             engines.append(('@reference', os.path.abspath(args.reference_engine)))
-        for proto, tls in runs:
-            for suffix, engine in engines:
-                label = 'engine-%s%s%s' % (proto, '-tls' if tls else '', suffix)
-                try:
-                    if proto == 'tcp-epoll':
-                        phase = bench.run_engine(args, host, label=label, tls=tls, engine=engine,
-                                                 client_extra=EPOLL, server_extra=EPOLL)
-                    else:
-                        phase = bench.run_engine(args, host, label=label, protocol=proto,
-                                                 tls=tls, engine=engine)
-                except bench.BenchError as exc:
-                    phase = {'ok': False, 'error': str(exc)}
-                out['protocols'][proto + ('+tls' if tls else '') + suffix] = figures(phase)
+        phases = [(proto, tls, suffix, engine) for proto, tls in runs for suffix, engine in engines]
+        for r in range(args.rounds):
+            got = {}
+            rounds.append(got)
+            for proto, tls, suffix, engine in phases if r % 2 == 0 else phases[::-1]:
+                got[proto + ('+tls' if tls else '') + suffix] = figures(
+                    run_phase(args, host, proto, tls, suffix, engine, r))
     except KeyboardInterrupt:
         out['interrupted'] = True
     finally:
@@ -121,26 +192,17 @@ def main():
             bench.remove_namespaces()
         finally:
             host.restore()
+    for got in rounds:
+        add_ratios(got)
+    out['protocols'] = combine(rounds)
+    if len(rounds) > 1:
+        out['rounds'] = rounds
     rows = []
-    for proto, f in out['protocols'].items():
-        # against tcp and tcp-epoll run by the same engine
-        suffix = '@reference' if proto.endswith('@reference') else ''
-        tcp = out['protocols'].get('tcp' + suffix) or {}
-        tcp_epoll = out['protocols'].get('tcp-epoll' + suffix) or {}
-        ref = out['protocols'].get(proto + '@reference') or {}
-        rate = f.get('connections_per_s')
-        if tcp.get('connections_per_s') and rate:
-            f['rate_vs_tcp'] = round(rate / tcp['connections_per_s'], 2)
-        if tcp_epoll.get('connections_per_s') and rate:
-            f['rate_vs_tcp_epoll'] = round(rate / tcp_epoll['connections_per_s'], 2)
-        if ref.get('connections_per_s') and rate:
-            f['rate_vs_reference'] = round(rate / ref['connections_per_s'], 2)
-        rows.append('%-22s %10s/s  user %8s B/conn  cpu %6s us/conn  vs tcp %s  vs tcp-epoll %s'
-                    '%s%s' % (proto, rate, f.get('user_bytes_per_conn'), f.get('cpu_us_per_conn'),
-                              f.get('rate_vs_tcp', '-'), f.get('rate_vs_tcp_epoll', '-'),
-                              '  vs reference %s' % f['rate_vs_reference']
-                              if 'rate_vs_reference' in f else '',
-                              '' if f.get('ok') else '  FAILED %s' % (f.get('error') or '')))
+    for r, got in enumerate(rounds):
+        rows += [row(proto, f, 'round %d ' % (r + 1) if len(rounds) > 1 else '')
+                 for proto, f in got.items()]
+    if len(rounds) > 1:
+        rows += [row(proto, f, 'median  ') for proto, f in out['protocols'].items()]
     for r in rows:
         bench.log(r)
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
