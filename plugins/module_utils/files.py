@@ -48,29 +48,46 @@ def make_dirs(dirs, mode=0o755):
         os.mkdir(directory, mode)
 
 
-def write_atomic(path, content, mode=0o644, module=None, follow=True):
-    """Write content (text or bytes) to a temporary file beside path, then rename it
-    over path.
+def write_atomic(path, content, mode=0o644, module=None, follow=True, exact_mode=False):
+    """Write content (text or bytes) to a temporary file beside path, flushed to disk,
+    then rename it over path.
 
     Missing directories are created. An existing file keeps its owner and
-    mode when module (an AnsibleModule) does the move. A symlink at path is
-    followed (its target is written) unless follow is False: then the link
-    itself is replaced by the file.
+    mode when module (an AnsibleModule) does the move, unless exact_mode is
+    True: then path ends with mode whatever it had, and is never more open
+    than mode in between (module.atomic_move gives a new file the umask's
+    mode, so path is first made, or set, to mode), as a private key needs.
+    A symlink at path is followed (its target is written) unless follow is
+    False: then the link itself is replaced by the file.
     """
     make_dirs(missing_dirs(path))
     target = os.path.realpath(path) if follow else os.path.abspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.scalelab-testbed.')
+    placeholder = False
     try:
         with os.fdopen(fd, 'wb' if isinstance(content, bytes) else 'w') as f:
             f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if exact_mode:
+            if os.path.lexists(target):
+                os.chmod(target, mode)
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+                placeholder = True
         if module is not None:
             module.atomic_move(tmp, target)
         else:
             os.rename(tmp, target)
+        placeholder = False
+        if exact_mode:
+            os.chmod(target, mode)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if placeholder and os.path.exists(target) and os.path.getsize(target) == 0:
+            os.unlink(target)
 
 
 def remove_file(path, created_dirs=()):

@@ -198,13 +198,13 @@ import datetime
 import ipaddress
 import os
 import re
-import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.scalelab.testbed.plugins.module_utils.common import (
     TestbedError, run_module)
+from ansible_collections.scalelab.testbed.plugins.module_utils.files import write_atomic
 
 try:
     from cryptography import x509
@@ -540,38 +540,6 @@ def read_pair(crt, key_path):
     return certificate_facts(cert, key), None
 
 
-def write_atomic(module, path, data, mode):
-    """Write data to a temporary file beside path (mode 0600 from the start), then rename it over path.
-
-    module.atomic_move gives the new file the mode of the file it replaces, or
-    the umask's mode when there is none: the target is first made (or set) to
-    mode, so a key is never readable by others, and mode is set again after.
-    """
-    target = os.path.realpath(path)
-    directory, base = os.path.split(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % base, suffix='.tmp')
-    placeholder = False
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if os.path.exists(target):
-            os.chmod(target, mode)
-        else:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & KEY_MODE))
-            placeholder = True
-        module.atomic_move(tmp, target)
-        placeholder = False
-        os.chmod(target, mode)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if placeholder and os.path.exists(target) and os.path.getsize(target) == 0:
-            os.unlink(target)
-
-
 def _cert_view(path, facts, mode):
     return {
         'path': path,
@@ -637,8 +605,8 @@ def run(module):
                        'fingerprint_sha256': None, 'key_type': desired['key_type']}
         else:
             key, cert = make_pair(desired, now)
-            write_atomic(module, key_path, key_pem(key), KEY_MODE)
-            write_atomic(module, crt, cert_pem(cert), CERT_MODE)
+            write_atomic(key_path, key_pem(key), KEY_MODE, module=module, exact_mode=True)
+            write_atomic(crt, cert_pem(cert), CERT_MODE, module=module, exact_mode=True)
             planned = certificate_facts(cert, key)
         after = {'certificate': _cert_view(crt, planned, CERT_MODE),
                  'private_key': _key_view(key_path, planned, KEY_MODE)}
