@@ -116,8 +116,8 @@ def combine(rounds):
     """{protocol: figures} over the rounds: one round's as they are; of several, the
     median-rate run's figures, each ratio the median of the rounds' own ratios (in
     'ratios_by_round', in the order the rounds ran), ok when every run was."""
-    if len(rounds) == 1:
-        return rounds[0]
+    if len(rounds) <= 1:
+        return rounds[0] if rounds else {}      # (none: stopped before the first phase)
     out = {}
     for proto in rounds[0]:
         runs = [got[proto] for got in rounds if proto in got]
@@ -206,7 +206,8 @@ def main():
     for r in rows:
         bench.log(r)
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
-    return 0 if all(f.get('ok') for f in out['protocols'].values()) else 1
+    ok = out['protocols'] and not out.get('interrupted')
+    return 0 if ok and all(f.get('ok') for f in out['protocols'].values()) else 1
 
 
 if __name__ == '__main__':
