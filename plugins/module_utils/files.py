@@ -71,7 +71,9 @@ def write_atomic(path, content, mode=0o644, module=None, follow=True, exact_mode
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         if exact_mode:
-            if os.path.lexists(target):
+            if os.path.islink(target):
+                pass                # (follow False) the link goes, what it points to is not ours
+            elif os.path.lexists(target):
                 os.chmod(target, mode)
             else:
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))

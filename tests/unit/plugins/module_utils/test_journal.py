@@ -163,6 +163,24 @@ def test_a_symlinked_target_stays_a_symlink(tmp_path):
     assert link.is_symlink() and real.read_text() == 'new\n'
 
 
+def test_exact_mode_sets_the_mode_and_leaves_a_replaced_links_target_alone(tmp_path):
+    key = tmp_path / 'k.pem'
+    key.write_text('old\n')
+    os.chmod(str(key), 0o644)
+    files.write_atomic(str(key), b'new\n', 0o600, exact_mode=True)
+    assert key.read_bytes() == b'new\n' and os.stat(str(key)).st_mode & 0o777 == 0o600
+    other = tmp_path / 'other'
+    other.write_text('x')
+    os.chmod(str(other), 0o644)
+    link = tmp_path / 'link.pem'
+    link.symlink_to(other)
+    files.write_atomic(str(link), 'mine\n', 0o600, follow=False, exact_mode=True)
+    assert not link.is_symlink() and link.read_text() == 'mine\n'
+    assert os.stat(str(link)).st_mode & 0o777 == 0o600
+    assert other.read_text() == 'x' and os.stat(str(other)).st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(str(tmp_path))) == ['k.pem', 'link.pem', 'other']
+
+
 def test_remove_keeps_non_empty_dirs_and_trees_go_whole(tmp_path):
     d = tmp_path / 'd'
     d.mkdir()
