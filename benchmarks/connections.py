@@ -1198,11 +1198,15 @@ def contenders_table(phases):
     return {'rows': rows, 'engine_vs': ratios, 'lines': lines}
 
 
+def lower_median(values, key=None):
+    """The median of values (the lower middle one of an even count), ranked by key."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]
+
+
 def median_run(runs):
     """Of a phase's runs (all ok), the one with the median rate (the lower middle one
     of an even count), with every run's rate in 'rates' in the order they ran."""
-    ranked = sorted(runs, key=lambda r: r.get('connections_per_s') or 0)
-    out = dict(ranked[(len(ranked) - 1) // 2])
+    out = dict(lower_median(runs, key=lambda r: r.get('connections_per_s') or 0))
     out['rates'] = [r.get('connections_per_s') for r in runs]
     return out
 

@@ -108,10 +108,6 @@ def add_ratios(got):
                 f[key] = round(rate / base, 2)
 
 
-def lower_median(values):
-    return sorted(values)[(len(values) - 1) // 2]
-
-
 def combine(rounds):
     """{protocol: figures} over the rounds: one round's as they are; of several, the
     median-rate run's figures, each ratio the median of the rounds' own ratios (in
@@ -128,7 +124,7 @@ def combine(rounds):
         for key in RATIOS:
             f.pop(key, None)
         for key, values in by_round.items():
-            f[key] = lower_median(values)
+            f[key] = bench.lower_median(values)
         f['ratios_by_round'] = by_round
         out[proto] = f
     return out
@@ -163,8 +159,7 @@ def main():
     wanted = [x for x in args.protocols.split(',') if x]
     host = bench.HostSettings()
     bench.interrupt_on_sigterm()
-    out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv),
-           'protocols': {}}
+    out = {'connections': args.connections, 'command': shlex.join([sys.executable] + sys.argv)}
     rounds = []
     workdir = tempfile.mkdtemp(prefix='tbd-bench-tls.')
     try:
@@ -203,8 +198,8 @@ def main():
                  for proto, f in got.items()]
     if len(rounds) > 1:
         rows += [row(proto, f, 'median  ') for proto, f in out['protocols'].items()]
-    for r in rows:
-        bench.log(r)
+    for line in rows:
+        bench.log(line)
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     ok = out['protocols'] and not out.get('interrupted')
     return 0 if ok and all(f.get('ok') for f in out['protocols'].values()) else 1
