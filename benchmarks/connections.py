@@ -676,8 +676,11 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                 sstat = {}
             server_pss = sum(pss(p) for p in sstat.get('pids', []))
             result['server_cpu_at_target'] = sstat.get('cpu')
-            result['cpu_us_per_conn_procs'] = procs_cpu_us(
-                before, at, status.get('pids', []) + sstat.get('pids', []), n)
+            cpids, spids = status.get('pids', []), sstat.get('pids', [])
+            result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, cpids + spids, n)
+            result['cpu_us_per_conn_by_half'] = {
+                'client': procs_cpu_us(before, at, cpids, n),
+                'server': procs_cpu_us(before, at, spids, n)}
             result.update({'established_client_sockdiag': cli_count,
                            'established_server_sockdiag': srv_count,
                            'sockdiag_seconds': [cli_t, srv_t],
@@ -1064,6 +1067,9 @@ def run_baseline(args, host, label='baseline', command=None):
         ours = [p.pid for p in servers + clients]
         result.update(kernel_delta(before, at, est or 1, ours))
         result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, ours, n)
+        result['cpu_us_per_conn_by_half'] = {
+            'client': procs_cpu_us(before, at, [p.pid for p in clients], n),
+            'server': procs_cpu_us(before, at, [p.pid for p in servers], n)}
         result['ok'] = est >= n
         t_stop = time.monotonic()
         for p in servers + clients:
@@ -1162,39 +1168,45 @@ def interrupt_on_sigterm():
 
 
 def contenders_table(phases):
-    """Rate, kernel and user bytes and CPU us per connection of engine, baseline and c, and
-    the engine's ratios against each of the others."""
+    """Rate, kernel and user bytes and CPU us per connection (all of it, and each half's) of
+    engine, baseline and c, and the engine's ratios against each of the others."""
     rows = {}
     for name in ('engine', 'baseline', 'c'):
         ph = phases.get(name) or {}
         if not ph.get('connections_per_s'):
             continue
+        halves = ph.get('cpu_us_per_conn_by_half') or {}
         rows[name] = {'connections_per_s': ph['connections_per_s'],
                       'kernel_bytes_per_conn': ph.get('kernel_bytes_per_conn'),
                       'user_bytes_per_conn': ph.get('user_bytes_per_conn'),
-                      'cpu_us_per_conn': ph.get('cpu_us_per_conn_procs')}
-    lines = ['%-9s %14s %12s %10s %10s' % ('', 'connections/s', 'kernel B', 'user B', 'CPU us')]
+                      'cpu_us_per_conn': ph.get('cpu_us_per_conn_procs'),
+                      'cpu_us_client': halves.get('client'),
+                      'cpu_us_server': halves.get('server')}
+    heads = ('', 'connections/s', 'kernel B', 'user B', 'CPU us', 'client CPU', 'server CPU')
+    lines = ['%-9s %14s %12s %10s %10s %11s %11s' % heads]
     for name, r in rows.items():
-        lines.append('%-9s %14.0f %12s %10s %10s' % (name, r['connections_per_s'],
-                                                     r['kernel_bytes_per_conn'],
-                                                     r['user_bytes_per_conn'], r['cpu_us_per_conn']))
+        lines.append('%-9s %14.0f %12s %10s %10s %11s %11s'
+                     % (name, r['connections_per_s'], r['kernel_bytes_per_conn'],
+                        r['user_bytes_per_conn'], r['cpu_us_per_conn'], r['cpu_us_client'],
+                        r['cpu_us_server']))
+
+    def ratio(a, b):
+        return round(a / b, 2) if a and b else None
     ratios = {}
     eng = rows.get('engine')
     for other in ('baseline', 'c'):
         o = rows.get(other)
         if not (eng and o):
             continue
-        ratios[other] = {
-            'rate': round(eng['connections_per_s'] / o['connections_per_s'], 2),
-            'kernel_bytes': round(eng['kernel_bytes_per_conn'] / o['kernel_bytes_per_conn'], 2)
-            if eng['kernel_bytes_per_conn'] and o['kernel_bytes_per_conn'] else None,
-            'user_bytes': round(eng['user_bytes_per_conn'] / o['user_bytes_per_conn'], 2)
-            if eng['user_bytes_per_conn'] and o['user_bytes_per_conn'] else None,
-            'cpu_us': round(eng['cpu_us_per_conn'] / o['cpu_us_per_conn'], 2)
-            if eng['cpu_us_per_conn'] and o['cpu_us_per_conn'] else None}
-        lines.append('engine vs %-8s rate %sx, kernel bytes %sx, user bytes %sx, CPU %sx'
+        ratios[other] = dict((key, ratio(eng[field], o[field])) for key, field in (
+            ('rate', 'connections_per_s'), ('kernel_bytes', 'kernel_bytes_per_conn'),
+            ('user_bytes', 'user_bytes_per_conn'), ('cpu_us', 'cpu_us_per_conn'),
+            ('cpu_us_client', 'cpu_us_client'), ('cpu_us_server', 'cpu_us_server')))
+        lines.append('engine vs %-8s rate %sx, kernel bytes %sx, user bytes %sx, CPU %sx '
+                     '(client %sx, server %sx)'
                      % (other, ratios[other]['rate'], ratios[other]['kernel_bytes'],
-                        ratios[other]['user_bytes'], ratios[other]['cpu_us']))
+                        ratios[other]['user_bytes'], ratios[other]['cpu_us'],
+                        ratios[other]['cpu_us_client'], ratios[other]['cpu_us_server']))
     return {'rows': rows, 'engine_vs': ratios, 'lines': lines}
 
 
@@ -1203,11 +1215,18 @@ def lower_median(values, key=None):
     return sorted(values, key=key)[(len(values) - 1) // 2]
 
 
+# what each round of a phase keeps beside the median run (by_round)
+ROUND_FIELDS = ('connections_per_s', 'cpu_us_per_conn_procs', 'cpu_us_per_conn_by_half',
+                'kernel_bytes_per_conn', 'user_bytes_per_conn')
+
+
 def median_run(runs):
     """Of a phase's runs (all ok), the one with the median rate (the lower middle one
-    of an even count), with every run's rate in 'rates' in the order they ran."""
+    of an even count), with every run's rate in 'rates' and its main figures (rate, CPU in
+    all and by half, bytes) in 'by_round', in the order they ran."""
     out = dict(lower_median(runs, key=lambda r: r.get('connections_per_s') or 0))
     out['rates'] = [r.get('connections_per_s') for r in runs]
+    out['by_round'] = [dict((k, r.get(k)) for k in ROUND_FIELDS) for r in runs]
     return out
 
 
@@ -1391,6 +1410,10 @@ def main():
     for name, phase in sorted(phases.items()):
         if phase.get('rates'):
             log('%s: connections/s per round %s, the median kept' % (name, phase['rates']))
+            log('%s: CPU us per connection per round (client + server) %s' % (name, ', '.join(
+                '%s + %s' % ((r.get('cpu_us_per_conn_by_half') or {}).get('client'),
+                             (r.get('cpu_us_per_conn_by_half') or {}).get('server'))
+                for r in phase['by_round'])))
     out['table'] = contenders_table(phases)
     for line in out['table']['lines']:
         log(line)

@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: scalelab.testbed contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""benchmarks/connections.py --baseline runs end to end at a small count: the engine, the
+naive Python baseline and the C reference each reach the target, verified by sock_diag on
+both sides, and the three-way table gives each one's CPU per connection, in all and by
+half (its client processes, its server processes), with the engine's ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from enginelib import REPO
+
+
+def half_sum_matches(phase):
+    """The halves' CPU adds up to the whole (each is rounded to 0.1 us)."""
+    halves = phase['cpu_us_per_conn_by_half']
+    return abs(halves['client'] + halves['server'] - phase['cpu_us_per_conn_procs']) <= 0.15
+
+
+# heavy_lock: the benchmark's namespaces have fixed names, as a developer's run has
+def test_the_three_way_run_gives_each_contenders_cpu_by_half(heavy_lock):
+    if os.geteuid() != 0:
+        pytest.skip('needs root (network namespaces, sysctls)')
+    # enough that each half's CPU is many clock ticks (10 ms), yet under 50,000 sockets
+    n = 15000
+    res = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'connections.py'),
+                          '--connections', str(n), '--baseline'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.splitlines()[-1])
+    phases = out['phases']
+    table = out['table']
+    for name in ('engine', 'baseline', 'c'):
+        ph = phases[name]
+        assert ph['ok'] and ph['established'] == n, (name, ph)
+        halves = ph['cpu_us_per_conn_by_half']
+        # both halves did work: a client connects, a server accepts
+        assert halves['client'] > 0 and halves['server'] > 0, (name, halves)
+        assert half_sum_matches(ph), (name, ph['cpu_us_per_conn_procs'], halves)
+        row = table['rows'][name]
+        assert row['cpu_us_client'] == halves['client']
+        assert row['cpu_us_server'] == halves['server']
+    eng = table['rows']['engine']
+    for other in ('baseline', 'c'):
+        o, ratios = table['rows'][other], table['engine_vs'][other]
+        assert ratios['rate'] == round(eng['connections_per_s'] / o['connections_per_s'], 2)
+        assert ratios['cpu_us_client'] == round(eng['cpu_us_client'] / o['cpu_us_client'], 2)
+        assert ratios['cpu_us_server'] == round(eng['cpu_us_server'] / o['cpu_us_server'], 2)
+    assert 'client CPU' in res.stderr and '(client %sx, server %sx)' % (
+        table['engine_vs']['c']['cpu_us_client'], table['engine_vs']['c']['cpu_us_server']) \
+        in res.stderr
+
+
+def test_a_half_that_is_missing_from_a_phase_leaves_its_ratio_empty():
+    """A phase from before the split (or one whose half did not report) still makes a
+    table: that half's column and ratio are empty, the others are computed."""
+    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+    import connections
+    base = {'connections_per_s': 40000.0, 'kernel_bytes_per_conn': 9000,
+            'user_bytes_per_conn': 600, 'cpu_us_per_conn_procs': 40.0}
+    phases = {'engine': dict(base, connections_per_s=30000.0, cpu_us_per_conn_procs=48.0,
+                             cpu_us_per_conn_by_half={'client': 38.0, 'server': 10.0}),
+              'baseline': base}
+    table = connections.contenders_table(phases)
+    ratios = table['engine_vs']['baseline']
+    assert ratios['rate'] == 0.75 and ratios['cpu_us'] == 1.2
+    assert ratios['cpu_us_client'] is None and ratios['cpu_us_server'] is None
+    assert 'c' not in table['engine_vs']
+
+
+def test_the_median_run_keeps_each_rounds_figures_in_the_order_they_ran():
+    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+    import connections
+    runs = [{'ok': True, 'connections_per_s': rate, 'cpu_us_per_conn_procs': cpu,
+             'cpu_us_per_conn_by_half': {'client': cpu - 10, 'server': 10.0},
+             'kernel_bytes_per_conn': 9600, 'user_bytes_per_conn': 200, 'other': rate}
+            for rate, cpu in ((35000.0, 50.0), (23000.0, 61.0))]
+    out = connections.median_run(runs)
+    assert out['connections_per_s'] == 23000.0 and out['other'] == 23000.0   # the lower run
+    assert out['rates'] == [35000.0, 23000.0]
+    assert [r['connections_per_s'] for r in out['by_round']] == [35000.0, 23000.0]
+    assert [r['cpu_us_per_conn_by_half']['client'] for r in out['by_round']] == [40.0, 51.0]
+    assert 'other' not in out['by_round'][0]
