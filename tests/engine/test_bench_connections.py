@@ -17,6 +17,8 @@ import pytest
 
 from enginelib import REPO
 
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+
 
 def half_sum_matches(phase):
     """The halves' CPU adds up to the whole (each is rounded to 0.1 us)."""
@@ -62,7 +64,6 @@ def test_the_three_way_run_gives_each_contenders_cpu_by_half(heavy_lock):
 def test_a_half_that_is_missing_from_a_phase_leaves_its_ratio_empty():
     """A phase from before the split (or one whose half did not report) still makes a
     table: that half's column and ratio are empty, the others are computed."""
-    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
     import connections
     base = {'connections_per_s': 40000.0, 'kernel_bytes_per_conn': 9000,
             'user_bytes_per_conn': 600, 'cpu_us_per_conn_procs': 40.0}
@@ -77,7 +78,6 @@ def test_a_half_that_is_missing_from_a_phase_leaves_its_ratio_empty():
 
 
 def test_the_median_run_keeps_each_rounds_figures_in_the_order_they_ran():
-    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
     import connections
     runs = [{'ok': True, 'connections_per_s': rate, 'cpu_us_per_conn_procs': cpu,
              'cpu_us_per_conn_by_half': {'client': cpu - 10, 'server': 10.0},
