@@ -49,7 +49,11 @@ foreign_cpu_during_ramp shows what that agent took.
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
 processes together), kernel_bytes_per_conn (Slab + TCP memory delta), and
-per phase details, plus ratios against the baseline.
+per phase details, plus ratios against the baseline. Its table (also printed to
+stderr) gives each contender's rate, bytes and CPU per connection, in all and by
+half (cpu_us_per_conn_by_half: the client's and the server's processes, from their
+own /proc times), with the engine's ratios; with --rounds, each phase keeps every
+round's figures in by_round.
 """
 
 import argparse
