@@ -1414,10 +1414,11 @@ def main():
     for name, phase in sorted(phases.items()):
         if phase.get('rates'):
             log('%s: connections/s per round %s, the median kept' % (name, phase['rates']))
-            log('%s: CPU us per connection per round (client + server) %s' % (name, ', '.join(
-                '%s + %s' % ((r.get('cpu_us_per_conn_by_half') or {}).get('client'),
-                             (r.get('cpu_us_per_conn_by_half') or {}).get('server'))
-                for r in phase['by_round'])))
+            halves = [r['cpu_us_per_conn_by_half'] for r in phase['by_round']
+                      if r.get('cpu_us_per_conn_by_half')]
+            if halves:          # (the site phase has none)
+                log('%s: CPU us per connection per round (client + server) %s' % (
+                    name, ', '.join('%s + %s' % (h['client'], h['server']) for h in halves)))
     out['table'] = contenders_table(phases)
     for line in out['table']['lines']:
         log(line)
