@@ -581,6 +581,11 @@ def client_entry(host, data, verified):
         'verified_client_end': _side(verified, host, 'end', 'client'),
         'started_at': iso(data.get('started_at')),
         'launched_at': iso(data.get('launched_at')),
+        # when every client had reached its share (the hold's start) and when the
+        # kernel's counts were kept: the count at the start of the hold runs inside it
+        'hold_started_at': iso(data.get('hold_started_at')),
+        'counted_at': {'start': iso(_side(verified, host, 'start', 'at')),
+                       'end': iso(_side(verified, host, 'end', 'at'))},
         'manager': data.get('manager'),
         'conntrack': _int_or_none(_side(verified, host, 'start', 'conntrack')),
         'summary_missing': not summary,

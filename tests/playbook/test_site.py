@@ -16,6 +16,7 @@ are shared by every checkout on the machine.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import fcntl
 import json
@@ -65,6 +66,11 @@ def playbook(args, reports, timeout=1800, wrapper=()):
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=timeout, check=False)
     return proc.returncode, proc.stdout.decode('utf-8', 'replace')
+
+
+def iso_epoch(text):
+    """Seconds since the epoch of a report's time (YYYY-MM-DDTHH:MM:SSZ, UTC)."""
+    return calendar.timegm(time.strptime(text, '%Y-%m-%dT%H:%M:%SZ'))
 
 
 def recap(output):
@@ -212,6 +218,12 @@ def test_site_reaches_and_verifies_the_target(pristine, tmp_path):
     assert report['verified_end_client_side'] >= TARGET
     assert report['lost_workers'] == [] and report['dropped'] == 0
     assert report['timeline'] and report['timeline'][-1][1] >= TARGET
+    # the hold starts when the clients reached their share, and the count at its start
+    # runs inside it: counted after the hold's start, the end count client_hold later
+    client = report['clients']['localhost']
+    hold_from = iso_epoch(client['hold_started_at'])
+    assert iso_epoch(client['counted_at']['start']) >= hold_from
+    assert iso_epoch(client['counted_at']['end']) >= hold_from + 10 - 1   # client_hold 10 (default)
     with open(os.path.join(latest, 'report.html')) as f:
         html = f.read()
     assert '{:,}'.format(TARGET) in html

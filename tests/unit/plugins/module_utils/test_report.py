@@ -68,6 +68,21 @@ def test_a_run_that_held_its_target_passes():
     assert r['plot']['drops'] == '' and r['plot']['marks'] == []
 
 
+def test_a_client_row_says_when_its_hold_started_and_when_it_was_counted():
+    rec = record({'rc': 0, 'summary': summary(1000), 'hold_started_at': T0 + 12.4},
+                 server_state(1000), (1000, 1000), (1000, 1000))
+    rec['verified']['start']['at'] = T0 + 13.9
+    rec['verified']['end']['at'] = T0 + 23.1
+    r = rp.report_from_records({'h': rec}, ['h'], ['h'], 1000, finished=T0 + 60)
+    client = r['clients']['h']
+    assert client['hold_started_at'] == '2026-01-01T00:00:12Z'
+    assert client['counted_at'] == {'start': '2026-01-01T00:00:13Z', 'end': '2026-01-01T00:00:23Z'}
+    # a run without them (a client that never reached, a record from before): None
+    bare = one_box({'rc': 0, 'summary': summary(1000)}, server_state(1000), (1000, 1000), None)
+    assert bare['clients']['h']['hold_started_at'] is None
+    assert bare['clients']['h']['counted_at'] == {'start': None, 'end': None}
+
+
 def test_a_holder_lost_in_the_hold_fails_and_is_named():
     lost = {'pid': 4242, 'worker': 's3', 'keeper': 0, 'how': 'killed by SIGKILL',
             'at': T0 + 25.3, 't': 1234.5, 'held': 400}
