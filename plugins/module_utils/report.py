@@ -84,6 +84,12 @@ def iso(epoch):
         '%Y-%m-%dT%H:%M:%SZ')
 
 
+def _epoch(value):
+    """A time as epoch seconds rounded to the millisecond, or None."""
+    value = _num(value, None)
+    return None if value is None else round(value, 3)
+
+
 def describe_exit(rc):
     """What an exit status of the client half means, in words."""
     rc = _int_or_none(rc)
@@ -581,11 +587,12 @@ def client_entry(host, data, verified):
         'verified_client_end': _side(verified, host, 'end', 'client'),
         'started_at': iso(data.get('started_at')),
         'launched_at': iso(data.get('launched_at')),
-        # when every client had reached its share (the hold's start) and when the
-        # kernel's counts were kept: the count at the start of the hold runs inside it
-        'hold_started_at': iso(data.get('hold_started_at')),
-        'counted_at': {'start': iso(_side(verified, host, 'start', 'at')),
-                       'end': iso(_side(verified, host, 'end', 'at'))},
+        # epoch seconds (ms), as a failure's `at`: when every client had reached its share
+        # (the hold's start) and when the kernel's counts were kept; the count at the start
+        # of the hold runs inside it
+        'hold_started_at': _epoch(data.get('hold_started_at')),
+        'counted_at': {'start': _epoch(_side(verified, host, 'start', 'at')),
+                       'end': _epoch(_side(verified, host, 'end', 'at'))},
         'manager': data.get('manager'),
         'conntrack': _int_or_none(_side(verified, host, 'start', 'conntrack')),
         'summary_missing': not summary,

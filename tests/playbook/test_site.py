@@ -16,7 +16,6 @@ are shared by every checkout on the machine.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import fcntl
 import json
@@ -66,11 +65,6 @@ def playbook(args, reports, timeout=1800, wrapper=()):
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=timeout, check=False)
     return proc.returncode, proc.stdout.decode('utf-8', 'replace')
-
-
-def iso_epoch(text):
-    """Seconds since the epoch of a report's time (YYYY-MM-DDTHH:MM:SSZ, UTC)."""
-    return calendar.timegm(time.strptime(text, '%Y-%m-%dT%H:%M:%SZ'))
 
 
 def recap(output):
@@ -221,9 +215,10 @@ def test_site_reaches_and_verifies_the_target(pristine, tmp_path):
     # the hold starts when the clients reached their share, and the count at its start
     # runs inside it: counted after the hold's start, the end count client_hold later
     client = report['clients']['localhost']
-    hold_from = iso_epoch(client['hold_started_at'])
-    assert iso_epoch(client['counted_at']['start']) >= hold_from
-    assert iso_epoch(client['counted_at']['end']) >= hold_from + 10 - 1   # client_hold 10 (default)
+    hold_from = client['hold_started_at']
+    assert client['counted_at']['start'] > hold_from
+    # client_hold 10 (the default); the hold's last poll may end it up to 0.2 s early
+    assert client['counted_at']['end'] >= hold_from + 10 - 0.2
     with open(os.path.join(latest, 'report.html')) as f:
         html = f.read()
     assert '{:,}'.format(TARGET) in html

@@ -75,8 +75,8 @@ def test_a_client_row_says_when_its_hold_started_and_when_it_was_counted():
     rec['verified']['end']['at'] = T0 + 23.1
     r = rp.report_from_records({'h': rec}, ['h'], ['h'], 1000, finished=T0 + 60)
     client = r['clients']['h']
-    assert client['hold_started_at'] == '2026-01-01T00:00:12Z'
-    assert client['counted_at'] == {'start': '2026-01-01T00:00:13Z', 'end': '2026-01-01T00:00:23Z'}
+    assert client['hold_started_at'] == T0 + 12.4
+    assert client['counted_at'] == {'start': T0 + 13.9, 'end': T0 + 23.1}
     # a run without them (a client that never reached, a record from before): None
     bare = one_box({'rc': 0, 'summary': summary(1000)}, server_state(1000), (1000, 1000), None)
     assert bare['clients']['h']['hold_started_at'] is None
