@@ -311,6 +311,13 @@ class ClientWorker(object):
         fds_append, pos = fds.append, self.pos
         q, conn_hist, log, last_bucket = self.q, self.conn_hist, math.log, HIST_SLOTS - 1
         speaks = self.proto != 'tcp' or self.tls is not None
+        # A client that speaks first (a request, an upgrade, a ClientHello) asks its
+        # kernel not to answer the server's SYN-ACK with a bare ACK (TCP_QUICKACK 0:
+        # the ACK waits, up to 200 ms, for the first data and rides on it), as Linux
+        # does itself for a connect with a write pending: 6 segments per connection
+        # instead of 7 (tcp: 3).
+        delay_ack = speaks
+        sol_tcp, quickack = socket.IPPROTO_TCP, socket.TCP_QUICKACK
         opened = 0
         lat_us = 0.0
         for g, attempt in todo:
@@ -329,6 +336,8 @@ class ClientWorker(object):
                 continue
             try:
                 s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
+                if delay_ack:
+                    s.setsockopt(sol_tcp, quickack, 0)
                 if freebind:
                     s.setsockopt(sol_ip, IP_FREEBIND, 1)
                 s.bind((src, 0))

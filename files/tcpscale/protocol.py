@@ -17,9 +17,10 @@ reads what came back. A response is read with :class:`Reader`, which keeps
 nothing for a response that arrives in one read (the usual case).
 """
 
-import base64
 import hashlib
 import os
+from base64 import b64encode
+from random import getrandbits
 
 PROTOCOLS = ('tcp', 'http', 'websocket')
 WS_GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -39,12 +40,15 @@ def http_request(method, path, host, headers=(), extra=()):
 
 
 def ws_key():
-    return base64.b64encode(os.urandom(16))
+    """A Sec-WebSocket-Key: 16 random bytes, base64 (RFC 6455 4.1: a nonce "selected
+    randomly", a guard against caching intermediaries, not a secret; from the random
+    module, 0.19 us here, not os.urandom's system call, 0.53 us)."""
+    return b64encode(getrandbits(128).to_bytes(16, 'little'))
 
 
 def ws_accept(key):
     """Sec-WebSocket-Accept for a Sec-WebSocket-Key (both bytes)."""
-    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    return b64encode(hashlib.sha1(key + WS_GUID).digest())
 
 
 def ws_upgrade_headers(key, subprotocol=''):
@@ -89,19 +93,24 @@ def ws_ping(payload):
     return ws_frame(0x9, payload, os.urandom(4))
 
 
-def header_fields(lines):
-    """{lower-case name: value} (bytes) of the header lines of a head."""
-    fields = {}
-    for line in lines:
-        name, sep, value = line.partition(b':')
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    return fields
+def header(head, name):
+    """The value (stripped bytes) of the first header field called name (lower-case bytes)
+    in head, or None. head: a message head whose every line ends with CRLF.
+
+    Found with one search of the lower-cased head instead of a {name: value} of every
+    field: the server's 101 answer took 1.51 instead of 1.95 us here, reading a 101
+    1.22 instead of 1.53, a 200 1.72 instead of 1.91 (benchmarks/protocol_codec.py)."""
+    low = head.lower()
+    i = low.find(b'\r\n' + name + b':')
+    if i < 0:
+        return None
+    i += len(name) + 3
+    return head[i:head.find(b'\r\n', i)].strip()
 
 
 def parse_head(buf):
-    """(status, {lower-case name: value} (bytes), head length) of a response head, or None if
-    incomplete.
+    """(status, head, head length) of a response head, or None if incomplete; head is its
+    status line and header lines, each with its CRLF (for header()).
 
     Raises ValueError when what arrived is not an HTTP/1.x response.
     """
@@ -110,21 +119,21 @@ def parse_head(buf):
         if len(buf) > MAX_HEAD or (len(buf) >= 5 and not buf.startswith(b'HTTP/')):
             raise ValueError('not an HTTP response')
         return None
-    lines = bytes(buf[:end]).split(b'\r\n')
-    parts = lines[0].split(None, 2)
+    head = bytes(buf[:end + 2])
+    parts = head[:head.find(b'\r\n')].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not parts[1].isdigit():
         raise ValueError('not an HTTP response')
-    return int(parts[1]), header_fields(lines[1:]), end + 4
+    return int(parts[1]), head, end + 4
 
 
-def body_length(status, headers):
+def body_length(status, head):
     """Bytes of body after the head: a number, or -1 for chunked (read to the last chunk)."""
     if status in (101, 204, 304) or 100 <= status < 200:
         return 0
-    if b'chunked' in headers.get(b'transfer-encoding', b'').lower():
+    if b'chunked' in (header(head, b'transfer-encoding') or b'').lower():
         return -1
     try:
-        return int(headers.get(b'content-length', b'0'))
+        return int(header(head, b'content-length') or b'0')
     except ValueError:
         return 0
 
@@ -176,12 +185,12 @@ class Reader(object):
             if head is None:
                 self.buf = bytes(buf)
                 return None
-            self.status, headers, hlen = head
+            self.status, head, hlen = head
             if self.accept is not None and self.status == 101:
-                if headers.get(b'sec-websocket-accept', b'') != self.accept:
+                if header(head, b'sec-websocket-accept') != self.accept:
                     return self.status, BAD_ACCEPT, b''
                 return self.status, None, buf[hlen:]
-            self.body = body_length(self.status, headers)
+            self.body = body_length(self.status, head)
             buf = buf[hlen:]
         if self.body == -1:
             end = buf.find(b'0\r\n\r\n')
@@ -208,9 +217,9 @@ def http_response(body=b'tcpscale\n'):
 
 def ws_handshake_response(request):
     """The 101 answer to an upgrade request, or None when it is not one (400 then)."""
-    fields = header_fields(request.split(b'\r\n\r\n', 1)[0].split(b'\r\n')[1:])
-    key = fields.get(b'sec-websocket-key')
-    proto = fields.get(b'sec-websocket-protocol', b'').split(b',')[0].strip()
+    head = request.split(b'\r\n\r\n', 1)[0] + b'\r\n'
+    key = header(head, b'sec-websocket-key')
+    proto = (header(head, b'sec-websocket-protocol') or b'').split(b',')[0].strip()
     if not key:
         return None
     out = (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'

@@ -58,3 +58,20 @@ def test_responses_are_read_whole_across_reads():
 def test_requests_are_one_line_per_header():
     req = pr.http_request('HEAD', '/x', '10.0.0.1:80', [('X-A', '1')])
     assert req == b'HEAD /x HTTP/1.1\r\nHost: 10.0.0.1:80\r\nX-A: 1\r\n\r\n'
+
+
+def test_header_fields_are_found_by_name_whatever_their_case():
+    head = (b'HTTP/1.1 200 OK\r\nX-Content-Length-Note: 7\r\ncontent-LENGTH:  12 \r\n'
+            b'Sec-WebSocket-Protocol: chat, superchat\r\n')
+    assert pr.header(head, b'content-length') == b'12'          # not the longer name's
+    assert pr.header(head, b'sec-websocket-protocol') == b'chat, superchat'
+    assert pr.header(head, b'transfer-encoding') is None
+    assert pr.header(head, b'http/1.1 200 ok') is None           # the status line is no field
+    assert pr.body_length(200, head) == 12 and pr.body_length(204, head) == 0
+    # the upgrade's key and subprotocol, however the client spells their names
+    answer = pr.ws_handshake_response(b'GET / HTTP/1.1\r\nhost: h\r\nSEC-WEBSOCKET-KEY: '
+                                      b'dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: '
+                                      b' chat , x\r\n\r\n')
+    assert b'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n' in answer
+    assert b'Sec-WebSocket-Protocol: chat\r\n' in answer
+    assert pr.ws_key() != pr.ws_key()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from enginelib import SERVER_ADDR
+from enginelib import SERVER_ADDR, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,6 +35,36 @@ def test_each_protocol_against_the_server_half(netpair, protocol, status):
     assert proto['responses_by_status'][status] >= 4000 and proto['errors_total'] == 0
     hb = summary['heartbeat']
     assert hb['received'] > 0 and hb['rtt_p50_ms'] is not None and hb['rtt_p99_ms'] is not None
+
+
+def tcp_out_segments(ns):
+    """TcpOutSegs of a namespace's TCP (its /proc/net/snmp, read inside it)."""
+    rows = [line.split() for line in run(['ip', 'netns', 'exec', ns, 'cat',
+                                          '/proc/net/snmp']).stdout.splitlines()
+            if line.startswith('Tcp:')]
+    return int(rows[1][rows[0].index('OutSegs')])
+
+
+@pytest.mark.parametrize('protocol', ['http', 'websocket'])
+def test_the_handshake_ack_rides_on_the_first_request(netpair, protocol):
+    """A client that speaks first sends the handshake's last ACK with its request
+    (TCP_QUICKACK off before connect): from the client's namespace, the SYN, the
+    request and the response's ACK, 3 segments per connection instead of 4; from the
+    server's, the SYN-ACK, the request's ACK and the answer."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--protocol', protocol])
+    srv.wait_ready()
+    n = 3000
+    before = tcp_out_segments(pair.cli), tcp_out_segments(pair.srv)
+    client = pair.client(['--endpoints', '%s:10000,%s:10001' % (SERVER_ADDR, SERVER_ADDR),
+                          '--sources', pair.sources[0], '--connections', str(n), '--hold', '60',
+                          '--protocol', protocol])
+    client.wait_status(lambda st: st.get('reached'))
+    time.sleep(0.5)         # the last answers' ACKs
+    cli, srv_sent = (tcp_out_segments(pair.cli) - before[0], tcp_out_segments(pair.srv) - before[1])
+    client.kill()
+    assert 3 * n <= cli < 3.5 * n, 'client: %d segments for %d connections' % (cli, n)
+    assert 3 * n <= srv_sent < 3.5 * n, 'server: %d segments for %d connections' % (srv_sent, n)
 
 
 def ws_server(pair, port, *flags):
