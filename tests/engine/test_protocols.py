@@ -67,6 +67,38 @@ def test_the_handshake_ack_rides_on_the_first_request(netpair, protocol):
     assert 3 * n <= srv_sent < 3.5 * n, 'server: %d segments for %d connections' % (srv_sent, n)
 
 
+LATE_CLIENT = r'''
+import socket, sys, time
+addr, port, src, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+req = b'GET / HTTP/1.1\r\nHost: h\r\n'
+if proto == 'websocket':
+    req += (b'Upgrade: websocket\r\nConnection: Upgrade\r\n'
+            b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n')
+silent = socket.create_connection((addr, port), source_address=(src, 0))
+silent.close()
+late = socket.create_connection((addr, port), source_address=(src, 0))
+time.sleep(0.5)
+late.sendall(req + b'\r\n')
+late.settimeout(10)
+print(late.recv(4096).split(b'\r\n')[0].decode())
+'''
+
+
+@pytest.mark.parametrize('protocol, status', [('http', '200'), ('websocket', '101')])
+def test_a_client_that_speaks_late_or_never_is_served_as_before(netpair, protocol, status):
+    """The server half answers a request at accept when it is there; one that comes
+    after the accept is answered on its epoll event, and a connection closed before a
+    word is counted as closed by its client."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--protocol', protocol])
+    srv.wait_ready()
+    res = run(['ip', 'netns', 'exec', pair.cli, sys.executable, '-c', LATE_CLIENT, SERVER_ADDR,
+               '10000', pair.sources[0], protocol], timeout=60)
+    assert res.stdout.split()[:2] == ['HTTP/1.1', status], res.stdout
+    srv.wait_status(lambda st: st.get('accepted_total') == 2 and st.get('closed_total') == 2,
+                    timeout=30)
+
+
 def ws_server(pair, port, *flags):
     ready = os.path.join(pair.workdir, 'ws-%d.ready' % port)
     pair.spawn(pair.srv, [sys.executable, os.path.join(HERE, 'wsserver.py'), SERVER_ADDR,
