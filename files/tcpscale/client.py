@@ -316,7 +316,6 @@ class ClientWorker(object):
         # the ACK waits, up to 200 ms, for the first data and rides on it), as Linux
         # does itself for a connect with a write pending: 6 segments per connection
         # instead of 7 (tcp: 3).
-        delay_ack = speaks
         sol_tcp, quickack = socket.IPPROTO_TCP, socket.TCP_QUICKACK
         opened = 0
         lat_us = 0.0
@@ -336,7 +335,7 @@ class ClientWorker(object):
                 continue
             try:
                 s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
-                if delay_ack:
+                if speaks:
                     s.setsockopt(sol_tcp, quickack, 0)
                 if freebind:
                     s.setsockopt(sol_ip, IP_FREEBIND, 1)
