@@ -14,7 +14,7 @@ toward the target, and sock_diag verifies the count on both sides. For each
 it prints the rate, the user memory per connection (client and server PSS),
 the CPU us per connection and the ratios against tcp and tcp-epoll from the
 same run (tcp-epoll: tcp with every held connection in an epoll set, --watch
-epoll on both halves, the way http and websocket hold theirs). With
+epoll on both halves, the way any protocol holds them with heartbeats). With
 --tls each protocol runs again wrapped in TLS (the server half with a
 self-signed P-256 certificate made by openssl for the run, the client
 resuming sessions), against the same tcp. With --reference-engine DIR each
@@ -44,8 +44,8 @@ import connections as bench  # noqa: E402  pylint: disable=wrong-import-position
 
 PROTOCOLS = ('tcp', 'tcp-epoll', 'http', 'websocket')
 # tcp-epoll: tcp with every held connection in an epoll set on both halves (--watch epoll),
-# as http and websocket hold theirs (they read what arrives); the default tcp run keeps
-# them out of epoll (--watch auto resolves to poll), which makes its ramp faster
+# as any protocol holds them with heartbeats (read as they arrive); the default runs keep
+# them out of epoll (--watch auto resolves to poll without heartbeats), a faster ramp
 EPOLL = ['--watch', 'epoll']
 
 

@@ -32,7 +32,10 @@ def add_server(sub):
                         'more holders are started as they fill')
     s.add_argument('--backlog', type=int, default=65535, help='listen backlog (capped by '
                    'net.core.somaxconn)')
-    s.add_argument('--echo', action='store_true', help='echo what clients send (heartbeats)')
+    s.add_argument('--echo', action='store_true',
+                   help='answer what clients send as it arrives (heartbeats): tcp echoes it; '
+                        'http and websocket answer a first request at accept anyway, and '
+                        'without --echo what comes later at the next --watch poll check')
     s.add_argument('--protocol', choices=PROTOCOLS, default='tcp',
                    help='what to answer: tcp (hold; --echo echoes), http (200 to every '
                         'request), websocket (the upgrade, pongs to pings)')

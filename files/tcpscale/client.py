@@ -75,8 +75,9 @@ class ClientWorker(object):
 
     Each connection is a bare descriptor in an array('i') (no socket object).
     Watch mode epoll: every connection is in the worker's epoll set. Watch
-    mode poll (watch.py): the in-flight handshakes are polled, and the held
-    connections once every --watch-interval seconds; no epoll item per
+    mode poll (watch.py): the in-flight handshakes are polled, with the
+    connections whose first answer (http, websocket) is not in yet, and the
+    held connections once every --watch-interval seconds; no epoll item per
     connection. One pass of the loop: open what the rate and the in-flight
     cap allow, wait for events, handle them, expire handshakes that took too
     long, send the heartbeats that are due (or, polling, check the held
@@ -128,8 +129,12 @@ class ClientWorker(object):
         self.statuses = {}                                      # HTTP status -> responses
         self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
         self.greeting = self.no_answer = 0                      # first answers outstanding, never came
-        # only drops are read, polling (tcp without heartbeats): a small buffer will do
-        self.rbufs = [bytearray(4096 if plan.watch == 'poll' else 65536)]
+        # only drops are read, polling tcp without heartbeats: a small buffer will do
+        self.rbufs = [bytearray(4096 if plan.watch == 'poll' and self.proto == 'tcp'
+                                else 65536)]
+        # polling, a connection waiting for its first answer (self.readers) is polled
+        # with the handshakes and counts toward the in-flight cap as they do
+        self.polled_answers = self.poller is not None and self.proto != 'tcp'
         self.tls = plan.tls                                     # an SSLContext, or None
         self.tlss = {} if plan.tls is not None else None        # fd -> tls.Conn
         self.sessions = {}                                      # destination -> TLS session
@@ -163,6 +168,9 @@ class ClientWorker(object):
         interval = self.watch_interval
         monotonic = time.monotonic
         heartbeats = self.hb_interval > 0
+        # websocket, polling: a server's pings are answered at the passes, and these run
+        # during the ramp too (a server may close a connection whose pong is late)
+        pass_in_ramp = self.polled_answers and self.proto == 'websocket'
         # An unpaced ramp (no --rate) is a race to the target that takes every core:
         # heartbeats wait for its end (F_WATCH_GO). A paced one leaves room for them.
         paced = self.plan.paced
@@ -194,7 +202,7 @@ class ClientWorker(object):
                     if self.poller is not None:
                         self.watch_held(now)    # (in epoll, a drop is already counted)
                     self.watch_acked = req
-                elif self.poller is not None and q[b + F_WATCH_GO] \
+                elif self.poller is not None and (q[b + F_WATCH_GO] or pass_in_ramp) \
                         and now - self.last_watch >= interval:
                     self.watch_held(now)
             self.publish()
@@ -218,29 +226,36 @@ class ClientWorker(object):
         self.q[self.b + F_WATCH_US] = int(self.watch_s * 1e6)
 
     def poll_inflight(self, timeout, _maxevents):
-        """The events of the in-flight handshakes and the wake-up pipe (epoll.poll's form)."""
+        """The events of the in-flight handshakes, of the connections waiting for their
+        first answer and of the wake-up pipe (epoll.poll's form)."""
         if self.done and self.q[self.b + F_WATCH_GO]:
             timeout = min(timeout, max(0.0, self.last_watch + self.watch_interval
                                        - time.monotonic()))
+        more = (self.readers, HELD_EVENTS) if self.readers else None
         return self.poller.ready(array.array('i', self.inflight), POLLOUT,
-                                 math.ceil(timeout * 1000), (self.wake_r, POLLIN))
+                                 math.ceil(timeout * 1000), (self.wake_r, POLLIN), more)
 
     def watch_held(self, now):
         """One poll() over the held connections: the ones the peer ended are dropped
-        (FIN or RST, as a read tells), data nobody asked for is read and ignored.
+        (FIN or RST, as a read tells); what arrived is read: a first answer or a
+        server's WebSocket ping is handled (the pong sent), the rest ignored.
 
         When: once this worker's quota is open (before it counts as done), every
         --watch-interval seconds once the supervisor says the ramp is over, and when
-        the supervisor asks (the end of the hold). Never during the ramp otherwise:
-        a pass costs about 0.3 us per held connection, which the ramp needs.
+        the supervisor asks (the end of the hold). Never during the ramp otherwise
+        (a pass costs about 0.3 us per held connection, which the ramp needs), but
+        for websocket: a server may close a connection whose pong is late.
         """
         self.last_watch = now
+        speaks = self.proto != 'tcp'
         for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
             if ev & ENDED_EVENTS:
                 # RST (the error is set) or FIN (the peer shut its side): no read needed
                 self.drop(fd, bool(ev & RESET_EVENTS))
             else:
-                self.read_held(fd)
+                n = self.read_held(fd)
+                if n > 0 and speaks:
+                    self.on_data(fd, n, now)    # a first answer, a server's ping
         trim_heap()         # the pass's temporary arrays: not this worker's memory for good
         self.watch_passes += 1
         self.watch_s += time.monotonic() - now
@@ -251,12 +266,20 @@ class ClientWorker(object):
         publish_cpu(self.q, self.b)
         return os.getppid() != self.parent_pid
 
+    def in_flight(self):
+        """What the in-flight cap counts: the handshakes under way, and polling, the
+        connections waiting for their first answer (a server that answers late or never
+        slows the ramp down instead of piling up descriptors to poll)."""
+        if self.polled_answers:
+            return len(self.inflight) + len(self.readers)
+        return len(self.inflight)
+
     # --- opening
     def open_connections(self, now):
         """Start due retries, then new connections, within the rate and in-flight caps."""
         q, b = self.q, self.b
         rate = self.d[b + F_RATE]
-        room = int(q[b + F_INFL_CAP]) - len(self.inflight)
+        room = int(q[b + F_INFL_CAP]) - self.in_flight()
         if rate > 0:
             self.tokens = min(self.tokens + (now - self.last) * rate, max(1.0, rate * 0.02))
             room = min(room, int(self.tokens))
@@ -409,7 +432,7 @@ class ClientWorker(object):
             return min(0.1, max(0.001, self.hb_interval / max(1, len(self.fds)) * HB_BURST))
         if self.inflight or self.retry_heap or self.next_g < self.end_g:
             b = self.b
-            if self.next_g < self.end_g and len(self.inflight) < self.q[b + F_INFL_CAP]:
+            if self.next_g < self.end_g and self.in_flight() < self.q[b + F_INFL_CAP]:
                 rate = self.d[b + F_RATE]
                 tmo = 0 if rate <= 0 or self.tokens >= 1 else min(0.05, (1 - self.tokens) / rate)
             else:

@@ -276,15 +276,19 @@ class ClientPlan(object):
                                               self.tls_server_name)
         elif getattr(args, 'tls_ca', None) or self.tls_server_name:
             raise Usage('--tls-ca and --tls-server-name need --tls')
+        # A protocol alone reads each connection's first answer only: polled with the
+        # handshakes (watch.py).
         needs = [w for w, on in (('heartbeats', args.heartbeat_interval > 0),
-                                 ('--protocol %s' % self.protocol, self.protocol != 'tcp'),
                                  ('TLS', self.tls is not None)) if on]
         plan_watch(self, args, 'client', ', '.join(needs))
+        if self.watch == 'poll' and self.protocol != 'tcp':
+            self.watch_why += ': the first answers polled with the handshakes'
         # Heartbeats alone (raw tcp) and an unpaced ramp: no heartbeat before the ramp's
         # end, so the held connections need no epoll item until then. They join the epoll
         # set at once when it is over (plan.watch_late); --watch epoll keeps them in it
         # from the start.
         self.watch_late = (self.watch == 'epoll' and needs == ['heartbeats'] and not self.paced
+                           and self.protocol == 'tcp'
                            and (getattr(args, 'watch', 'auto') or 'auto') == 'auto')
         if self.watch_late:
             self.watch_why += ' after an unpaced ramp: the held connections join the epoll ' \
@@ -385,11 +389,14 @@ class ServerPlan(object):
         if bool(cert) != bool(key):
             raise Usage('--tls-cert and --tls-key go together (the certificate and its key)')
         self.tls = tls_mod.server_context(cert, key) if cert else None
-        protocol_name = getattr(args, 'protocol', 'tcp') or 'tcp'
+        # A protocol without --echo: each request or upgrade is answered when its
+        # connection is accepted, what a client sends later at the next watch pass
+        # (watch.py); --echo answers it as it arrives (heartbeats).
         needs = [w for w, on in (('--echo', bool(getattr(args, 'echo', False))),
-                                 ('--protocol %s' % protocol_name, protocol_name != 'tcp'),
                                  ('TLS', self.tls is not None)) if on]
         plan_watch(self, args, 'server', ', '.join(needs))
+        if self.watch == 'poll' and (getattr(args, 'protocol', 'tcp') or 'tcp') != 'tcp':
+            self.watch_why += ': each request answered at accept, later ones at a pass'
 
     def endpoint(self, e):
         a = self.addrs[e // self.nports]

@@ -268,7 +268,11 @@ class Holder(object):
     in (so that they are accepted in batches), publish. Watch mode epoll:
     every held connection is in the holder's epoll set; watch mode poll
     (watch.py): only the listening sockets are, and the held connections are
-    checked with one poll() every --watch-interval seconds.
+    checked with one poll() every --watch-interval seconds. Polling http or
+    websocket, a request or upgrade is answered when its connection is
+    accepted; a connection whose first words are not in yet joins the epoll
+    set to be answered on its event, and what a client sends later is
+    answered at the passes.
     """
 
     def __init__(self, parent_pid, plan, args, shm, slot, lane, lanes, notify_keeper):
@@ -318,8 +322,8 @@ class Holder(object):
         self.upgraded = array.array('b', [0]) * (plan.nofile + 2) \
             if self.protocol == 'websocket' else None
         self.response = protocol.http_response()
-        # polling, only what clients send unasked is read (and dropped): a small buffer
-        rbuf = bytearray(4096 if self.poller is not None else 65536)
+        # polling tcp, only what clients send unasked is read (and dropped): a small buffer
+        rbuf = bytearray(4096 if self.poller is not None and self.protocol == 'tcp' else 65536)
         self.rbufs = [rbuf]
         self.rview = memoryview(rbuf)
         lib = libc()
@@ -363,8 +367,11 @@ class Holder(object):
         accept4, flags4 = self.accept4, SOCK_NONBLOCK | SOCK_CLOEXEC
         get_errno, eagain = ctypes.get_errno, errno.EAGAIN
         conn_mask = select.EPOLLIN | select.EPOLLRDHUP
+        # watch mode poll: held connections stay out of epoll, but for one whose first
+        # words were not there when it was accepted (answered on their event)
+        late_words = register
         if self.poller is not None:
-            register = None         # watch mode poll: held connections stay out of epoll
+            register = None
         interval = self.plan.watch_interval
         sleep, monotonic = time.sleep, time.monotonic
         held = total = closed = echo_bytes = peak = 0
@@ -404,15 +411,22 @@ class Holder(object):
                             except OSError:
                                 n = 0
                             if n > 0:
-                                try:
-                                    write(cfd, answer(cfd, rview[:n]))
-                                    echo_bytes += n
-                                except OSError:
-                                    n = 0
+                                out = answer(cfd, rview[:n])
+                                if not out:
+                                    n = -1      # not a whole request yet: its event answers
+                                else:
+                                    try:
+                                        write(cfd, out)
+                                        echo_bytes += n
+                                    except OSError:
+                                        n = 0
                             if n == 0:
                                 if self.forget(cfd):
                                     held -= 1
                                     closed += 1
+                                continue
+                            if n < 0 and register is None:
+                                late_words(cfd, conn_mask)
                                 continue
                         if register is not None:
                             register(cfd, conn_mask)
@@ -487,8 +501,10 @@ class Holder(object):
 
     def watch_held(self, now):
         """Watch mode poll: one poll() over the held connections. Returns how many the
-        clients ended (closed here); data nobody asked for is read and ignored."""
+        clients ended (closed here); what a client sent is answered (http, websocket),
+        or read and ignored (tcp without --echo)."""
         gone = 0
+        answer = self.answer
         for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
             if ev & ENDED_EVENTS:
                 # reset or closed by the client (no read needed to tell)
@@ -501,6 +517,11 @@ class Holder(object):
                 continue
             except OSError:
                 n = 0
+            if n > 0 and answer is not None:
+                try:
+                    os.write(fd, answer(fd, self.rview[:n]))
+                except OSError:
+                    n = 0
             if n == 0 and self.forget(fd):
                 gone += 1
         trim_heap()         # the pass's temporary arrays: not this holder's memory for good

@@ -503,4 +503,6 @@ def build(variables, servers, clients, host_inputs=None, resolve=None, services=
         # how each half watches what it holds (poll or epoll): the memory preflight's
         # epoll items
         'watch': checks.watch_modes(variables),
+        # the server half answers what clients send later as it arrives (--echo)
+        'server_echo': checks.server_answers_at_once(variables),
     }

@@ -608,6 +608,8 @@ def server_entry(host, data, verified):
         'held_total': status.get('held_total'),
         'listening': status.get('listening'),
         'workers': status.get('workers'),
+        # how the half watched what it held: poll, or epoll (echo, heartbeats, TLS)
+        'watch': (status.get('watch') or {}).get('mode'),
         'running_at_end': data.get('running_at_end'),
         'verified_server': _side(verified, host, 'start', 'server'),
         'verified_server_end': _side(verified, host, 'end', 'server'),

@@ -322,15 +322,31 @@ WATCH_MODES = ('auto', 'epoll', 'poll')
 
 
 def _reads(v):
-    """{half: [what makes it read data as it arrives]} of the role variables v."""
+    """{half: [what makes it read data as it arrives]} of the role variables v.
+
+    A protocol alone does not: the client polls each connection's first answer with
+    the handshakes, the server half answers each request when it accepts the
+    connection (files/tcpscale/watch.py). Its heartbeats do, on both halves: the
+    server half answers them as they arrive (server_answers_at_once).
+    """
     protocol = v.get('client_protocol', 'tcp') or 'tcp'
-    common = [what for what, on in (('client_protocol %s' % protocol, protocol != 'tcp'),
-                                    ('client_tls', boolean(v.get('client_tls'), strict=False)))
-              if on]
+    heartbeats = _positive(v.get('client_heartbeat_interval'))
+    tls = ['client_tls'] if boolean(v.get('client_tls'), strict=False) else []
     return {'client': (['client_heartbeat_interval %s' % v.get('client_heartbeat_interval')]
-                       if _positive(v.get('client_heartbeat_interval')) else []) + common,
+                       if heartbeats else []) + tls,
             'server': (['server_echo'] if boolean(v.get('server_echo'), strict=False) else [])
-            + common}
+            + (['client_protocol %s with client_heartbeat_interval %s'
+                % (protocol, v.get('client_heartbeat_interval'))]
+               if protocol != 'tcp' and heartbeats else []) + tls}
+
+
+def server_answers_at_once(v):
+    """Whether the server half answers what clients send after their first words as it
+    arrives (its --echo): server_echo, or an http or websocket client with heartbeats
+    (each one a request or a ping the server half answers)."""
+    protocol = v.get('client_protocol', 'tcp') or 'tcp'
+    return boolean(v.get('server_echo'), strict=False) or (
+        protocol != 'tcp' and _positive(v.get('client_heartbeat_interval')))
 
 
 def watch_modes(v):

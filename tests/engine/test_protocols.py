@@ -7,6 +7,7 @@ WebSocket server built on the websockets library, and servers that answer wrong.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -25,11 +26,15 @@ def client_args(pair, n, *extra):
 
 @pytest.mark.parametrize('protocol, status', [('http', '200'), ('websocket', '101')])
 def test_each_protocol_against_the_server_half(netpair, protocol, status):
+    """With heartbeats: the client reads as data arrives (epoll), and the server half
+    answers them as they arrive (--echo, which the roles pass for heartbeats)."""
     pair = netpair.up(sources=2)
-    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--protocol', protocol])
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--protocol', protocol,
+                       '--echo'])
     srv.wait_ready()
     code, summary = pair.client(client_args(pair, 4000, '--protocol', protocol)).finish()
     assert code == 0, summary
+    assert summary['watch']['mode'] == 'epoll'
     proto = summary['protocol']
     assert proto['name'] == protocol and proto['requests_sent'] == 4000
     assert proto['responses_by_status'][status] >= 4000 and proto['errors_total'] == 0
@@ -65,6 +70,97 @@ def test_the_handshake_ack_rides_on_the_first_request(netpair, protocol):
     client.kill()
     assert 3 * n <= cli < 3.5 * n, 'client: %d segments for %d connections' % (cli, n)
     assert 3 * n <= srv_sent < 3.5 * n, 'server: %d segments for %d connections' % (srv_sent, n)
+
+
+def epoll_items(pids):
+    """How many items the epoll descriptors of pids hold (their fdinfo's tfd: lines)."""
+    n = 0
+    for pid in pids:
+        fd_dir = '/proc/%d/fd' % pid
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) != 'anon_inode:[eventpoll]':
+                    continue
+                with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                    n += sum(1 for line in f if line.startswith('tfd:'))
+            except OSError:
+                continue        # closed meanwhile
+    return n
+
+
+@pytest.mark.parametrize('protocol, status', [('http', '200'), ('websocket', '101')])
+def test_without_heartbeats_no_connection_is_in_an_epoll_set(netpair, protocol, status):
+    """Without heartbeats neither half reads anything after a connection's first words:
+    the client polls each first answer with the handshakes, the server half answers
+    each request or upgrade when it accepts the connection, and no held connection is
+    an epoll item on either side (the kernel's own count, in fdinfo)."""
+    pair = netpair.up(sources=2)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001', '--protocol', protocol])
+    srv.wait_ready()
+    n = 4000
+    client = pair.client(['--endpoints', '%s:10000,%s:10001' % (SERVER_ADDR, SERVER_ADDR),
+                          '--sources', ','.join(pair.sources), '--connections', str(n),
+                          '--hold', '2', '--protocol', protocol])
+    cst = client.wait_status(lambda st: st.get('reached'))
+    sst = srv.status()
+    items = epoll_items(cst['pids'] + sst['pids'])
+    code, summary = client.finish()
+    assert code == 0, client.stderr()
+    assert summary['watch']['mode'] == 'poll', summary['watch']
+    assert summary['protocol']['responses_by_status'] == {status: n}
+    assert summary['protocol']['errors_total'] == 0
+    # the wake-up pipes and the listening sockets: a few per process, not one per connection
+    assert items < 100, '%d epoll items for %d connections' % (items, n)
+    _code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert ssum['watch']['mode'] == 'poll', ssum['watch']
+
+
+SPEAKS_TWICE = r'''
+import socket, sys
+addr, port, src = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+req = b'GET / HTTP/1.1\r\nHost: h\r\n\r\n'
+s = socket.create_connection((addr, port), source_address=(src, 0))
+s.settimeout(20)
+statuses = []
+for _i in range(2):
+    s.sendall(req)
+    statuses.append(s.recv(4096).split(b' ')[1].decode())
+print(' '.join(statuses))
+'''
+
+
+@pytest.mark.parametrize('echo', [False, True])
+def test_what_a_client_sends_later_is_answered_at_a_pass_or_at_once_with_echo(netpair, echo):
+    """Polling, the server half answers a second request at its next pass over the held
+    connections (--watch-interval 1 here; without the answer in the pass it never comes
+    and the client times out); with --echo (the roles pass it for heartbeats) the
+    connections are in epoll and it is answered as it arrives."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--protocol', 'http',
+                       '--watch-interval', '1'] + (['--echo'] if echo else []))
+    srv.wait_ready()
+    res = run(['ip', 'netns', 'exec', pair.cli, sys.executable, '-c', SPEAKS_TWICE, SERVER_ADDR,
+               '10000', pair.sources[0]], timeout=60)
+    assert res.stdout.split() == ['200', '200'], res.stdout
+    _code, ssum = srv.finish(sig=signal.SIGTERM)
+    assert ssum['watch']['mode'] == ('epoll' if echo else 'poll'), ssum['watch']
+
+
+def test_websocket_pings_of_a_server_are_answered_while_polling(netpair):
+    """The websockets library pings every client every 2 s and closes a connection whose
+    pong does not come within 10 s: a client without heartbeats (polling) answers them
+    at its passes, during the ramp and the hold, and loses nothing in 14 s."""
+    pair = netpair.up(sources=1)
+    ws_server(pair, 10000)
+    n = 2000
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 pair.sources[0], '--connections', str(n), '--hold', '14',
+                                 '--watch-interval', '1', '--protocol', 'websocket',
+                                 '--ws-subprotocol', 'chat']).finish(timeout=300)
+    assert summary['watch']['mode'] == 'poll', summary['watch']
+    assert code == 0, dict((k, summary[k]) for k in ('errors', 'drops', 'hold'))
+    assert summary['established_final'] == n and summary['dropped'] == 0
+    assert summary['protocol']['responses_by_status'] == {'101': n}
 
 
 LATE_CLIENT = r'''

@@ -109,6 +109,8 @@ def test_ipv6_reaches_and_verifies_the_target(pristine):
     r = report(pristine)
     assert_verified(r)
     assert_answered(r, 'http', '200')
+    # no heartbeats: each request answered at accept, no epoll item per connection
+    assert [s['watch'] for s in r['servers'].values()] == ['poll'], r['servers']
     cli = netns_json('tb-client', 'address', 'show', 'dev', 'tb-cli')
     mine = [a['local'] for link in cli for a in link['addr_info'] if a['family'] == 'inet6'
             and not a['local'].startswith('fe80')]
@@ -116,11 +118,15 @@ def test_ipv6_reaches_and_verifies_the_target(pristine):
 
 
 def test_dual_stack_verifies_each_family(pristine):
-    rc, out = run_site(pristine, 'testbed_ip_family=dual', 'client_protocol=websocket')
+    # with heartbeats (none is due within the hold here): the server half answers what
+    # clients send as it arrives, so the roles pass it --echo and it watches by epoll
+    rc, out = run_site(pristine, 'testbed_ip_family=dual', 'client_protocol=websocket',
+                       'client_heartbeat_interval=60')
     assert rc == 0, out[-5000:]
     r = report(pristine)
     assert_verified(r)
     assert_answered(r, 'websocket', '101')
+    assert [s['watch'] for s in r['servers'].values()] == ['epoll'], r['servers']
     fams = r['verified_by_family']
     assert fams['ipv4'] + fams['ipv6'] >= TARGET
     # split between the families (the engine spreads connections over the tuples of both)

@@ -352,7 +352,10 @@ def test_bad_protocol_variables_name_the_variable(variables, message):
     ({'client_watch': 'poll', 'client_heartbeat_interval': 30},
      'client_watch: poll cannot watch a half that reads data as it arrives '
      '(client_heartbeat_interval 30) (fix: give auto (epoll where it reads) or epoll)'),
-    ({'client_watch': 'poll', 'client_protocol': 'http'}, '(client_protocol http)'),
+    ({'client_watch': 'poll', 'client_protocol': 'http', 'client_tls': True}, '(client_tls)'),
+    ({'server_watch': 'poll', 'client_protocol': 'websocket', 'client_heartbeat_interval': 10},
+     'server_watch: poll cannot watch a half that reads data as it arrives '
+     '(client_protocol websocket with client_heartbeat_interval 10)'),
     ({'server_watch': 'poll', 'server_echo': True},
      'server_watch: poll cannot watch a half that reads data as it arrives (server_echo)'),
     ({'server_watch': 'poll', 'client_tls': True}, 'server_watch: poll cannot watch'),
@@ -367,10 +370,30 @@ def test_bad_watch_variables_name_the_variable(variables, message):
 
 def test_watch_poll_where_nothing_is_read_and_auto_anywhere_pass():
     for variables in ({'client_watch': 'poll', 'server_watch': 'poll'},
+                      {'client_watch': 'poll', 'server_watch': 'poll', 'client_protocol': 'http'},
                       {'client_protocol': 'http', 'client_heartbeat_interval': 30,
                        'server_echo': True}):
         plan = pl.build(role_defaults(**variables), ['h'], ['h'])
         assert plan['ok'], (variables, plan['errors'])
+
+
+@pytest.mark.parametrize('variables, watch, echo', [
+    ({}, {'client': 'poll', 'server': 'poll'}, False),
+    # a protocol alone: the first answers polled, each request answered at accept
+    ({'client_protocol': 'http'}, {'client': 'poll', 'server': 'poll'}, False),
+    ({'client_protocol': 'websocket'}, {'client': 'poll', 'server': 'poll'}, False),
+    # its heartbeats are requests or pings the server half answers as they arrive
+    ({'client_protocol': 'websocket', 'client_heartbeat_interval': 30},
+     {'client': 'epoll', 'server': 'epoll'}, True),
+    # raw tcp heartbeats are echoed only with server_echo (as before)
+    ({'client_heartbeat_interval': 30}, {'client': 'epoll', 'server': 'poll'}, False),
+    ({'client_protocol': 'http', 'client_tls': True}, {'client': 'epoll', 'server': 'epoll'}, False),
+    ({'server_echo': True}, {'client': 'poll', 'server': 'epoll'}, True),
+])
+def test_what_each_half_reads_as_it_arrives_decides_its_watch_and_echo(variables, watch, echo):
+    plan = pl.build(role_defaults(**variables), ['h'], ['h'])
+    assert plan['ok'], plan['errors']
+    assert plan['watch'] == watch and plan['server_echo'] is echo
 
 
 def fleet_service_plan(connections, endpoints, servers=(), services=('svc1', 'svc2'), **variables):
