@@ -99,7 +99,9 @@ def add_client(sub):
     add_client_targets(c)
     c.add_argument('--rate', type=float, default=0.0, help='connections/s (0: unlimited)')
     c.add_argument('--ramp', type=float, default=0.0, help='seconds to ramp up to --rate')
-    c.add_argument('--inflight', type=int, default=2048, help='handshakes in flight at most')
+    c.add_argument('--inflight', type=int, default=2048,
+                   help='handshakes in flight at most (polling http or websocket: with the '
+                        'connections whose first answer is not in yet)')
     c.add_argument('--timeout', type=float, default=10.0, help='connect timeout, seconds')
     c.add_argument('--retries', type=int, default=3, help='retries per connection, with '
                    'exponential backoff')
