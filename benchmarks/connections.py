@@ -7,6 +7,7 @@
     flock /tmp/scalelab-heavy.lock python3 benchmarks/connections.py --connections 1000000 \\
         [--baseline] [--heartbeat-interval 30] [--metrics] [--reference-engine DIR] [--keep-going]
         [--client-args ARGS] [--variant ARGS] [--rounds N] [--perf] [--idle-descriptors N]
+        [--sessions per-process]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side enough source
@@ -45,6 +46,15 @@ idle, through every phase: the extra work a host agent that walks every process'
 open files gets (this machine's PID 1 is one; docs/sizing.md), to measure how
 much each contender suffers from it in one run. Each phase's
 foreign_cpu_during_ramp shows what that agent took.
+
+Every contender's processes run in this benchmark's session, each in a process
+group of its own (--sessions per-process: each in a session of its own, as this
+benchmark ran them until December 2026; the comment above add_engine_options says
+why that favoured the blocking contenders). Every
+phase's ramp is timed the same way: the client namespace's TCP sockets
+(/proc/PID/net/sockstat) read every 50 ms, which gives each contender's rate over
+the first and the last 10% of its ramp (ramp_tenths; the table's last/first 10%)
+and what other processes took in each (foreign_cpu_by_window).
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
@@ -377,16 +387,102 @@ class ForeignSampler(object):
                                            1)}
 
 
-def foreign_by_window(sampler, started_at, timeline, n):
-    """foreign CPU in the first and the last 10% of the ramp, from the client's timeline."""
-    if not (started_at and timeline):
+def foreign_by_window(sampler, marks):
+    """foreign CPU in the first and the last 10% of the ramp (marks: ramp_marks')."""
+    if not marks:
         return None
-    t0 = started_at - (time.time() - time.monotonic())
-    marks = [crossing(timeline, n * f) for f in (0.0, 0.1, 0.9, 1.0)]
+    return {'first_10pct': sampler.window(marks[0], marks[1]),
+            'last_10pct': sampler.window(marks[2], marks[3])}
+
+
+class RampCounter(object):
+    """The TCP sockets of the client namespace, from /proc/PID/net/sockstat ("TCP: inuse":
+    the namespace's count, read in constant time) every INTERVAL seconds, by a thread,
+    from start() to stop(); with foreign (a ForeignSampler), that every 5th reading too.
+
+    Every contender gets the same ramp timeline from it, where their own reports differ
+    (the engine's client writes its timeline every second, the blocking scripts report
+    only at their end). pid: a process in namespace ns (readings start once it is in)."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, pid, ns, foreign=None):
+        self.path = '/proc/%d/net/sockstat' % pid
+        self.ns_path = '/proc/%d/ns/net' % pid
+        self.ns_ino = os.stat(os.path.join('/run/netns', ns)).st_ino
+        self.foreign = foreign
+        self.samples = []           # (monotonic, sockets)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+
+    def read(self):
+        try:
+            if os.stat(self.ns_path).st_ino != self.ns_ino:
+                return None         # still ip netns exec, before its setns
+            with open(self.path) as f:
+                for line in f:
+                    if line.startswith('TCP:'):
+                        fields = line.split()
+                        return int(fields[fields.index('inuse') + 1])
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def run(self):
+        i = 0
+        while not self.stopping.is_set():
+            n = self.read()
+            if n is not None:
+                self.samples.append((time.monotonic(), n))
+            if self.foreign is not None and i % 5 == 0:
+                self.foreign.sample()
+            i += 1
+            self.stopping.wait(self.INTERVAL)
+        n = self.read()
+        if n is not None:
+            self.samples.append((time.monotonic(), n))
+        if self.foreign is not None:
+            self.foreign.sample()
+
+
+def ramp_marks(samples, t_go, n):
+    """[start, 10%, 90%, 100%] of a ramp to n in monotonic time, from (monotonic, count)
+    samples (RampCounter's) and its start t_go; None if it did not reach n."""
+    timeline = [(t - t_go, c) for t, c in samples if t >= t_go]
+    marks = [crossing(timeline, n * f) for f in (0.1, 0.9, 1.0)]
     if None in marks:
         return None
-    return {'first_10pct': sampler.window(t0 + marks[0], t0 + marks[1]),
-            'last_10pct': sampler.window(t0 + marks[2], t0 + marks[3])}
+    return [t_go] + [t_go + m for m in marks]
+
+
+def ramp_tenths(marks, n):
+    """The rate over the first and over the last 10% of a ramp (marks: ramp_marks')."""
+    if not marks or marks[1] <= marks[0] or marks[3] <= marks[2]:
+        return None
+    first = n * 0.1 / (marks[1] - marks[0])
+    last = n * 0.1 / (marks[3] - marks[2])
+    return {'first_10pct_per_s': round(first, 1), 'last_10pct_per_s': round(last, 1),
+            'last_vs_first': round(last / first, 2)}
+
+
+def log_tenths(label, result):
+    tenths, fw = result.get('ramp_tenths'), result.get('foreign_cpu_by_window')
+    if not tenths:
+        log('%s: the ramp timeline (sockstat) did not reach the target' % label)
+        return
+    log('%s: the first 10%% of the ramp at %.0f/s, the last 10%% at %.0f/s (%sx); other '
+        'processes took %s%% of the CPUs in the first, %s%% in the last'
+        % (label, tenths['first_10pct_per_s'], tenths['last_10pct_per_s'],
+           tenths['last_vs_first'], ((fw or {}).get('first_10pct') or {}).get('share_of_cpus_pct'),
+           ((fw or {}).get('last_10pct') or {}).get('share_of_cpus_pct')))
 
 
 def procs_cpu_us(before, after, pids, per):
@@ -535,7 +631,14 @@ class Phase(object):
         return os.path.join(self.workdir, name)
 
     def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        """Start one of the contender's processes, in a process group of its own (killpg),
+        in the benchmark's session (--sessions shared) or in a session of its own
+        (--sessions per-process): see the comment above add_engine_options."""
+        if getattr(self.args, 'sessions', 'shared') == 'per-process':
+            kw['start_new_session'] = True
+        else:
+            kw['process_group'] = 0
+        p = subprocess.Popen(argv, **kw)
         self.procs.append(p)
         return p
 
@@ -585,7 +688,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
     nsrc = args.sources or n_sources_for(n, ports)
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
     result = {'phase': label}
-    perf = None
+    perf = counter = None
     try:
         sources = create_namespaces(host, nsrc, ehash)
         log('%s: namespaces %s/%s, %d source aliases, child ehash %d'
@@ -642,6 +745,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         t_start = time.monotonic()
         client = ph.spawn(ip_netns_exec(NS_CLI, client_argv), stdout=subprocess.PIPE,
                           stderr=open(ph.path('client.err'), 'w'), universal_newlines=True)
+        counter = RampCounter(client.pid, NS_CLI, foreign).start()
         scrapes, stop_scraping = {}, threading.Event()
         if metrics:
             threading.Thread(target=scraper, daemon=True, args=(
@@ -651,7 +755,6 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
         status, sstat = {}, {}
         while True:
             time.sleep(0.25)
-            foreign.sample()
             try:
                 with open(ph.path('cstatus')) as f:
                     status = json.load(f)
@@ -662,7 +765,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             if time.monotonic() > deadline:
                 log('%s: the target was not reached in %.0f s' % (label, deadline - t_start))
                 break
-        foreign.sample()
+        counter.stop()
+        marks = ramp_marks(counter.samples, t_start, n)
         if perf is not None:
             stop_perf(perf)
         if status.get('reached'):
@@ -744,12 +848,9 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             # interval after the connections opened)
             hh['heartbeats_per_s'] = round(sent / hh['seconds'], 1)
             hh['host_cpu_us_per_heartbeat'] = round(busy * 1e6 / sent, 1)
-        fw = foreign_by_window(foreign, csum.get('started_at'), csum.get('timeline'), n)
-        if fw:
-            result['foreign_cpu_by_window'] = fw
-            log('%s: other processes took %s%% of the CPUs in the first 10%% of the ramp, '
-                '%s%% in the last 10%%' % (label, (fw['first_10pct'] or {}).get('share_of_cpus_pct'),
-                                           (fw['last_10pct'] or {}).get('share_of_cpus_pct')))
+        result['ramp_tenths'] = ramp_tenths(marks, n)
+        result['foreign_cpu_by_window'] = foreign_by_window(foreign, marks)
+        log_tenths(label, result)
         if perf is not None and csum.get('started_at') and csum.get('timeline'):
             result['profile'] = profile_ramp(
                 ph.path('perf.data'), csum['started_at'], csum['timeline'], n,
@@ -759,6 +860,8 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
     finally:
         if perf is not None and perf.poll() is None:
             stop_perf(perf)         # a phase that failed before the target
+        if counter is not None:
+            counter.stop()
         ph.cleanup()
     wait_settled(label)
     return result
@@ -1004,7 +1107,7 @@ def run_baseline(args, host, label='baseline', command=None):
     nproc = int(math.ceil(n / float(BASE_PER_PROC)))
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
     result = {'phase': label, 'processes': 2 * nproc}
-    perf = None
+    perf = counter = None
     try:
         create_namespaces(host, 1, ehash)
         counts = [n // nproc + (1 if i < n % nproc else 0) for i in range(nproc)]
@@ -1027,6 +1130,9 @@ def run_baseline(args, host, label='baseline', command=None):
         perf = start_perf(ph.path('perf.data')) if getattr(args, 'perf', False) else None
         before = kernel_state()
         log('%s: %d listener + %d client processes, blocking calls; go' % (label, nproc, nproc))
+        foreign = ForeignSampler(before['procs'], set(p.pid for p in servers + clients))
+        foreign.sample()
+        counter = RampCounter(clients[0].pid, NS_CLI, foreign).start()
         t0 = time.monotonic()
         for c in clients:
             c.stdin.write('go\n')
@@ -1047,7 +1153,12 @@ def run_baseline(args, host, label='baseline', command=None):
                     errors += int(line[3])
         if pending:
             log('%s: %d client processes did not finish' % (label, len(pending)))
+        counter.stop()
         at = kernel_state()
+        marks = ramp_marks(counter.samples, t0, n)
+        result['ramp_tenths'] = ramp_tenths(marks, n)
+        result['foreign_cpu_by_window'] = foreign_by_window(foreign, marks)
+        log_tenths(label, result)
         if perf is not None:
             stop_perf(perf)
             if done_t:
@@ -1087,6 +1198,8 @@ def run_baseline(args, host, label='baseline', command=None):
     finally:
         if perf is not None and perf.poll() is None:
             stop_perf(perf)
+        if counter is not None:
+            counter.stop()
         ph.cleanup()
     wait_settled(label)
     return result
@@ -1180,19 +1293,22 @@ def contenders_table(phases):
         if not ph.get('connections_per_s'):
             continue
         halves = ph.get('cpu_us_per_conn_by_half') or {}
+        tenths = ph.get('ramp_tenths') or {}
         rows[name] = {'connections_per_s': ph['connections_per_s'],
+                      'last_vs_first_10pct': tenths.get('last_vs_first'),
                       'kernel_bytes_per_conn': ph.get('kernel_bytes_per_conn'),
                       'user_bytes_per_conn': ph.get('user_bytes_per_conn'),
                       'cpu_us_per_conn': ph.get('cpu_us_per_conn_procs'),
                       'cpu_us_client': halves.get('client'),
                       'cpu_us_server': halves.get('server')}
-    heads = ('', 'connections/s', 'kernel B', 'user B', 'CPU us', 'client CPU', 'server CPU')
-    lines = ['%-9s %14s %12s %10s %10s %11s %11s' % heads]
+    heads = ('', 'connections/s', 'kernel B', 'user B', 'CPU us', 'client CPU', 'server CPU',
+             'last/first 10%')
+    lines = ['%-9s %14s %12s %10s %10s %11s %11s %15s' % heads]
     for name, r in rows.items():
-        lines.append('%-9s %14.0f %12s %10s %10s %11s %11s'
+        lines.append('%-9s %14.0f %12s %10s %10s %11s %11s %15s'
                      % (name, r['connections_per_s'], r['kernel_bytes_per_conn'],
                         r['user_bytes_per_conn'], r['cpu_us_per_conn'], r['cpu_us_client'],
-                        r['cpu_us_server']))
+                        r['cpu_us_server'], r['last_vs_first_10pct']))
 
     def ratio(a, b):
         return round(a / b, 2) if a and b else None
@@ -1221,7 +1337,7 @@ def lower_median(values, key=None):
 
 # what each round of a phase keeps beside the median run (by_round)
 ROUND_FIELDS = ('connections_per_s', 'cpu_us_per_conn_procs', 'cpu_us_per_conn_by_half',
-                'kernel_bytes_per_conn', 'user_bytes_per_conn')
+                'kernel_bytes_per_conn', 'user_bytes_per_conn', 'ramp_tenths')
 
 
 def median_run(runs):
@@ -1232,6 +1348,21 @@ def median_run(runs):
     out['rates'] = [r.get('connections_per_s') for r in runs]
     out['by_round'] = [dict((k, r.get(k)) for k in ROUND_FIELDS) for r in runs]
     return out
+
+
+# Why the contenders share one session (--sessions shared). With the kernel's
+# autogroup scheduling (kernel.sched_autogroup_enabled=1, Debian's default) every session
+# is one scheduling group, and the CPU goes to groups fairly before it goes to their
+# processes. A blocking contender spawned one session per process (as this benchmark
+# did before) is 2 x N groups at 1,000,000 (N = 53), the engine's two halves 2: every other
+# process on the host then gets a small share during the blocking contenders' ramps and
+# a large one during the engine's. On this VM, PID 1 (a host agent that walks every
+# process's open files, docs/sizing.md) took 4.4 s of CPU in the naive baseline's ramp
+# and 13.2 s in the engine's; a process burning half a core beside the run got 0.57 s in
+# the baseline's ramp (21 s) and 11.5 s in the engine's (36 s). With every contender's
+# processes in one session, the agent took 12.3 to 13.1 s in each contender's ramp.
+# A user's shell that starts the scripts (for p in ...; do python3 client.py $p & done)
+# starts them in its own session too.
 
 
 def add_engine_options(p):
@@ -1246,6 +1377,12 @@ def add_engine_options(p):
                    help='also run this copy of the engine (DIR/__main__.py, for instance an older '
                         'commit\'s files/tcpscale from git worktree add) and report the ratio '
                         'of the rates')
+    p.add_argument('--sessions', choices=('shared', 'per-process'), default='shared',
+                   help='where the contenders\' processes run: all in this benchmark\'s '
+                        'session (default), or each in a session of its own (the naive '
+                        'baseline\'s and the C reference\'s 2 x N processes are then 2 x N '
+                        'scheduling groups against 2 for the engine: the comparison before '
+                        'December 2026)')
     p.add_argument('--perf', action='store_true',
                    help='profile every CPU with perf during each phase and report the CPU '
                         'microseconds per connection by process and by function over the ramp '

@@ -4,7 +4,9 @@
 """benchmarks/connections.py --baseline runs end to end at a small count: the engine, the
 naive Python baseline and the C reference each reach the target, verified by sock_diag on
 both sides, and the three-way table gives each one's CPU per connection, in all and by
-half (its client processes, its server processes), with the engine's ratios."""
+half (its client processes, its server processes), with the engine's ratios, and each
+one's rate over the first and the last 10% of its ramp; the contenders' processes run in
+the benchmark's session unless --sessions per-process."""
 
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ def test_the_three_way_run_gives_each_contenders_cpu_by_half(heavy_lock):
         row = table['rows'][name]
         assert row['cpu_us_client'] == halves['client']
         assert row['cpu_us_server'] == halves['server']
+        # every contender's ramp is timed from the client namespace's sockets
+        tenths = ph['ramp_tenths']
+        assert tenths['first_10pct_per_s'] > 0 and tenths['last_10pct_per_s'] > 0, (name, ph)
+        assert row['last_vs_first_10pct'] == tenths['last_vs_first']
+        assert set(ph['foreign_cpu_by_window']) == {'first_10pct', 'last_10pct'}
     eng = table['rows']['engine']
     for other in ('baseline', 'c'):
         o, ratios = table['rows'][other], table['engine_vs'][other]
@@ -89,3 +96,25 @@ def test_the_median_run_keeps_each_rounds_figures_in_the_order_they_ran():
     assert [r['connections_per_s'] for r in out['by_round']] == [35000.0, 23000.0]
     assert [r['cpu_us_per_conn_by_half']['client'] for r in out['by_round']] == [40.0, 51.0]
     assert 'other' not in out['by_round'][0]
+
+
+@pytest.mark.parametrize('sessions', ['shared', 'per-process'])
+def test_a_contenders_processes_share_the_benchmarks_session_unless_asked(sessions, tmp_path):
+    """--sessions shared (the default): a contender's process is in the benchmark's session
+    (one scheduling group, as a shell starts scripts), in a process group of its own (killed
+    with it); per-process: in a session of its own (2 x N groups for the blocking ones)."""
+    import argparse
+    import connections
+    args = argparse.Namespace(sessions=sessions)
+    ph = connections.Phase(args, None, 'sessions-test')
+    p = ph.spawn(['sleep', '60'])
+    try:
+        assert os.getpgid(p.pid) == p.pid
+        if sessions == 'shared':
+            assert os.getsid(p.pid) == os.getsid(0)
+        else:
+            assert os.getsid(p.pid) == p.pid
+    finally:
+        p.kill()
+        p.wait()
+        os.rmdir(ph.workdir)

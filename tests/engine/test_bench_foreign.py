@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """benchmarks/connections.py: --idle-descriptors (helper processes really hold the
 descriptors asked for, and nothing is left behind, also when a helper cannot open its
-share) and the CPU of other processes by window of the ramp (foreign_cpu_by_window)."""
+share), the ramp timeline every contender gets (RampCounter: the client namespace's
+sockets), and from it the rate and the CPU of other processes in the first and the last
+10% of the ramp (ramp_tenths, foreign_cpu_by_window)."""
 
 from __future__ import annotations
 
@@ -90,16 +92,83 @@ def test_the_foreign_sampler_puts_a_busy_process_cpu_in_its_window():
     assert sampler.window(t0 - 60, t1) is None
 
 
-def test_the_first_and_last_tenth_come_from_the_client_timeline():
+def test_the_first_and_last_tenth_come_from_the_ramp_timeline():
     import connections
     sampler = connections.ForeignSampler({}, ours=set())
     now = time.monotonic()
     # 100 ticks per second of other processes' CPU, sampled from now - 10 s to now + 1 s
     sampler.samples = [(now - 10 + i, i * 100.0) for i in range(12)]
-    started_at = time.time() - 10          # t_seconds 0 of the timeline = now - 10 s
-    timeline = [[0, 0], [10, 1000]]       # (t_seconds, established) rows
-    fw = connections.foreign_by_window(sampler, started_at, timeline, 1000)
+    # the client namespace's sockets, 100 a second from now - 10 s (the go) to now
+    samples = [(now - 10 + i, i * 100) for i in range(11)]
+    marks = connections.ramp_marks(samples, now - 10, 1000)
+    assert marks == pytest.approx([now - 10, now - 9, now - 1, now])
+    fw = connections.foreign_by_window(sampler, marks)
     hz = float(os.sysconf('SC_CLK_TCK'))
     for w in ('first_10pct', 'last_10pct'):
         assert abs(fw[w]['seconds'] - 100.0 / hz) < 0.02, fw
-    assert connections.foreign_by_window(sampler, started_at, timeline, 2000) is None
+    tenths = connections.ramp_tenths(marks, 1000)
+    assert tenths == {'first_10pct_per_s': 100.0, 'last_10pct_per_s': 100.0,
+                      'last_vs_first': 1.0}
+    # a ramp that did not reach its target has no marks, so no figures
+    assert connections.ramp_marks(samples, now - 10, 2000) is None
+    assert connections.foreign_by_window(sampler, None) is None
+    assert connections.ramp_tenths(None, 2000) is None
+
+
+def test_a_ramp_that_slows_down_has_a_last_tenth_slower_than_its_first():
+    import connections
+    # 200 sockets a second up to 500, then 50 a second up to 1000
+    samples = [(float(t), min(200 * t, 500)) for t in range(0, 4)]
+    samples += [(2.5 + t, 500 + 50 * t) for t in range(1, 11)]
+    tenths = connections.ramp_tenths(connections.ramp_marks(samples, 0.0, 1000), 1000)
+    assert tenths['first_10pct_per_s'] == 200.0
+    assert tenths['last_10pct_per_s'] == 50.0
+    assert tenths['last_vs_first'] == 0.25
+
+
+def test_the_ramp_counter_reads_the_sockets_of_the_namespace_its_process_is_in():
+    """RampCounter on a real namespace: readings only once the process is in it, and they
+    are the namespace's own TCP sockets (30 listeners), not the host's."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root (a network namespace)')
+    import connections
+    ns = 'tbd-test-rc-%d' % os.getpid()
+    subprocess.run(['ip', 'netns', 'add', ns], check=True)
+    holder = outsider = None
+    try:
+        holder = subprocess.Popen(
+            ['ip', 'netns', 'exec', ns, sys.executable, '-c', LISTENERS, '30'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
+        assert holder.stdout.readline().strip() == 'ready'
+        counter = connections.RampCounter(holder.pid, ns).start()
+        time.sleep(0.3)
+        counter.stop()
+        assert counter.samples and {c for _t, c in counter.samples} == {30}, counter.samples
+        # a process of the host's namespace gives no readings for ns
+        outsider = subprocess.Popen([sys.executable, '-c', LISTENERS, '3'],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    universal_newlines=True)
+        assert outsider.stdout.readline().strip() == 'ready'
+        counter = connections.RampCounter(outsider.pid, ns).start()
+        time.sleep(0.2)
+        counter.stop()
+        assert counter.samples == []
+    finally:
+        for p in (holder, outsider):
+            if p is not None:
+                p.stdin.close()
+                p.wait()
+        subprocess.run(['ip', 'netns', 'del', ns], check=False)
+
+
+LISTENERS = r'''
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(('0.0.0.0', 0))
+    s.listen(1)
+    socks.append(s)
+print('ready', flush=True)
+sys.stdin.readline()
+'''
