@@ -49,7 +49,7 @@ foreign_cpu_during_ramp shows what that agent took.
 
 Every contender's processes run in this benchmark's session, each in a process
 group of its own (--sessions per-process: each in a session of its own, as this
-benchmark ran them until December 2026; the comment above add_engine_options says
+benchmark ran them until 7 December 2026; the comment above add_engine_options says
 why that favoured the blocking contenders). Every
 phase's ramp is timed the same way: the client namespace's TCP sockets
 (/proc/PID/net/sockstat) read every 50 ms, which gives each contender's rate over
@@ -1360,7 +1360,8 @@ def median_run(runs):
 # process's open files, docs/sizing.md) took 4.4 s of CPU in the naive baseline's ramp
 # and 13.2 s in the engine's; a process burning half a core beside the run got 0.57 s in
 # the baseline's ramp (21 s) and 11.5 s in the engine's (36 s). With every contender's
-# processes in one session, the agent took 12.3 to 13.1 s in each contender's ramp.
+# processes in one session, the agent took 10.7 to 14.5 s in each contender's ramp (two
+# runs, 7 December).
 # A user's shell that starts the scripts (for p in ...; do python3 client.py $p & done)
 # starts them in its own session too.
 
@@ -1382,7 +1383,7 @@ def add_engine_options(p):
                         'session (default), or each in a session of its own (the naive '
                         'baseline\'s and the C reference\'s 2 x N processes are then 2 x N '
                         'scheduling groups against 2 for the engine: the comparison before '
-                        'December 2026)')
+                        '7 December 2026)')
     p.add_argument('--perf', action='store_true',
                    help='profile every CPU with perf during each phase and report the CPU '
                         'microseconds per connection by process and by function over the ramp '
