@@ -99,7 +99,7 @@ def test_the_median_run_keeps_each_rounds_figures_in_the_order_they_ran():
 
 
 @pytest.mark.parametrize('sessions', ['shared', 'per-process'])
-def test_a_contenders_processes_share_the_benchmarks_session_unless_asked(sessions, tmp_path):
+def test_a_contenders_processes_share_the_benchmarks_session_unless_asked(sessions):
     """--sessions shared (the default): a contender's process is in the benchmark's session
     (one scheduling group, as a shell starts scripts), in a process group of its own (killed
     with it); per-process: in a session of its own (2 x N groups for the blocking ones)."""
