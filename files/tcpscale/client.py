@@ -126,6 +126,7 @@ class ClientWorker(object):
         self.hb_pending = {}                                    # fd -> heartbeat sent at
         self.proto = plan.protocol                              # tcp, http or websocket
         self.readers = {}                                       # fd -> protocol.Reader
+        self.ws_left = {}           # fd -> the start of a frame not yet whole (ws_leftover)
         self.statuses = {}                                      # HTTP status -> responses
         self.req_sent = self.resp_recv = self.bad_response = self.bad_accept = 0
         self.greeting = self.no_answer = 0                      # first answers outstanding, never came
@@ -599,25 +600,16 @@ class ClientWorker(object):
                 return 1
             if self.proto != 'websocket':
                 return 0            # nothing asked for: ignored
-            # websocket frames: pongs to our pings, pings of the server (answered)
-            answer, pongs = proto_mod.ws_answer_pings(data, client=True)
-            if answer:
-                try:
-                    self.send(fd, answer)
-                except OSError:
-                    pass
-            t = self.hb_pending.pop(fd, None) if pongs else None
-            if t is not None:
-                hist_add(self.q, self.hist_base, now - t, self.rtt_sum)
-                return 1
-            return 0
+            return self.ws_data(fd, data, now)
         res = r.feed(data)
         if res is None:
             return 0
         del self.readers[fd]
         if not r.heartbeat:
             self.greeting -= 1
-        status, err, _rest = res
+        status, err, rest = res
+        if rest and status == 101 and err is None:
+            self.ws_data(fd, rest, now)     # the server's first frames, sent with its 101
         self.resp_recv += 1
         if status is not None:
             self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -627,6 +619,30 @@ class ClientWorker(object):
             self.bad_accept += 1
         if r.heartbeat:
             hist_add(self.q, self.hist_base, now - r.sent, self.rtt_sum)
+            return 1
+        return 0
+
+    def ws_data(self, fd, data, now):
+        """WebSocket frames read on fd: pongs to our pings, pings of the server (answered).
+        The start of a frame that is not whole yet waits for the next read. Returns 1
+        when a pong completed a heartbeat (its RTT is recorded), else 0."""
+        if self.ws_left:
+            data, left = proto_mod.ws_resume(self.ws_left.pop(fd, None), data)
+            if left is not None:
+                self.ws_left[fd] = left
+                return 0
+        answer, pongs, used = proto_mod.ws_answer_pings(data, client=True)
+        left = proto_mod.ws_leftover(data, used)
+        if left is not None:
+            self.ws_left[fd] = left
+        if answer:
+            try:
+                self.send(fd, answer)
+            except OSError:
+                pass
+        t = self.hb_pending.pop(fd, None) if pongs else None
+        if t is not None:
+            hist_add(self.q, self.hist_base, now - t, self.rtt_sum)
             return 1
         return 0
 
@@ -679,6 +695,8 @@ class ClientWorker(object):
         fds.pop()
         pos[fd] = 0
         self.hb_pending.pop(fd, None)
+        if self.ws_left:
+            self.ws_left.pop(fd, None)
         r = self.readers.pop(fd, None)
         if r is not None and not r.heartbeat:
             self.greeting -= 1

@@ -232,13 +232,56 @@ def ws_handshake_response(request):
     return out + b'\r\n'
 
 
+WS_KEPT = 4096      # the start of a longer frame than this is not kept: its rest is skipped
+
+
+def ws_frame_length(buf):
+    """The whole length of the frame buf starts with, or None while its header is not in."""
+    if len(buf) < 2:
+        return None
+    b1 = buf[1]
+    size, j = b1 & 0x7f, 2
+    if size >= 126:
+        width = 2 if size == 126 else 8
+        if len(buf) < j + width:
+            return None
+        size, j = int.from_bytes(buf[j:j + width], 'big'), j + width
+    return j + (4 if b1 & 0x80 else 0) + size
+
+
+def ws_leftover(buf, used):
+    """What to keep of buf past its whole frames (the first used bytes) for the next read:
+    None, the start of a frame (bytes), or how many bytes of a long frame are still to
+    come and are skipped (int; a data frame's payload, which nothing here reads)."""
+    if used >= len(buf):
+        return None
+    tail = buf[used:]
+    whole = ws_frame_length(tail)
+    if whole is not None and whole > WS_KEPT:
+        return whole - len(tail)
+    return bytes(tail)
+
+
+def ws_resume(left, data):
+    """data after what the last read left (ws_leftover): (bytes to parse, what is still
+    to skip or None)."""
+    if left is None:
+        return data, None
+    if isinstance(left, int):
+        if len(data) <= left:
+            return b'', (left - len(data)) or None
+        return data[left:], None
+    return left + data, None
+
+
 def ws_answer_pings(buf, client=False):
-    """(pong frames answering the pings among the whole frames of buf, pongs seen in it).
+    """(pong frames answering the pings among the whole frames of buf, pongs seen in it,
+    bytes of buf those whole frames take: what follows is the start of one to come).
 
     A client masks its pongs (RFC 6455 5.3), a server does not.
     """
-    out, pongs = [], 0
-    for opcode, start, size, mask, _end in ws_frames(buf):
+    out, pongs, used = [], 0, 0
+    for opcode, start, size, mask, used in ws_frames(buf):
         if opcode == 0xA:
             pongs += 1
         elif opcode == 0x9:
@@ -246,4 +289,4 @@ def ws_answer_pings(buf, client=False):
             if mask is not None:
                 payload = masked(payload, mask)
             out.append(ws_frame(0xA, payload, os.urandom(4) if client else None))
-    return b''.join(out), pongs
+    return b''.join(out), pongs, used

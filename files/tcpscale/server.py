@@ -321,6 +321,7 @@ class Holder(object):
             self.plain_echo = args.echo or self.protocol != 'tcp'
         self.upgraded = array.array('b', [0]) * (plan.nofile + 2) \
             if self.protocol == 'websocket' else None
+        self.partial = {}       # fd -> the start of a request head or frame not yet whole
         self.response = protocol.http_response()
         # polling tcp, only what clients send unasked is read (and dropped): a small buffer
         rbuf = bytearray(4096 if self.poller is not None and self.protocol == 'tcp' else 65536)
@@ -494,6 +495,8 @@ class Holder(object):
         self.u[self.ubase + self.epof[fd]] -= 1
         if self.upgraded is not None:
             self.upgraded[fd] = 0
+        if self.partial:
+            self.partial.pop(fd, None)
         if self.tlss is not None:
             self.tlss.pop(fd, None)
         os.close(fd)
@@ -532,17 +535,57 @@ class Holder(object):
         return gone
 
     # --- the application protocol: what to write back for the data read on fd
-    def answer_http(self, _fd, data):
-        """A 200 for every request head that arrived (keep-alive)."""
-        return self.response * bytes(data).count(b'\r\n\r\n')
+    def answer_http(self, fd, data):
+        """A 200 for every request head that arrived whole (keep-alive); the start of one
+        that did not waits in self.partial for the next read."""
+        data = bytes(data)
+        partial = self.partial
+        if partial:
+            left = partial.pop(fd, None)
+            if left is not None:
+                data = left + data
+        heads = data.count(b'\r\n\r\n')
+        if not data.endswith(b'\r\n\r\n'):
+            tail = data[data.rfind(b'\r\n\r\n') + 4:] if heads else data
+            # a head longer than any request's: only its last bytes, where an end may start
+            partial[fd] = tail if len(tail) <= protocol.MAX_HEAD else tail[-3:]
+        return self.response * heads
 
     def answer_websocket(self, fd, data):
-        """The 101 to the upgrade (400 to anything else), then a pong to every ping."""
+        """The 101 to the upgrade (400 to anything else), then a pong to every ping. The
+        start of the upgrade or of a frame that did not arrive whole waits in
+        self.partial for the next read."""
         data = bytes(data)
+        partial = self.partial
+        left = partial.pop(fd, None) if partial else None
+        out = b''
         if not self.upgraded[fd]:
+            if left is not None:
+                data = left + data
+            end = data.find(b'\r\n\r\n')
+            if end < 0:
+                if len(data) > protocol.MAX_HEAD:
+                    self.upgraded[fd] = 1
+                    return protocol.BAD_REQUEST
+                partial[fd] = data
+                return out
             self.upgraded[fd] = 1
-            return protocol.ws_handshake_response(data) or protocol.BAD_REQUEST
-        return protocol.ws_answer_pings(data)[0]
+            out = protocol.ws_handshake_response(data[:end + 4])
+            if out is None:
+                return protocol.BAD_REQUEST
+            data = data[end + 4:]
+            if not data:
+                return out
+        else:
+            data, left = protocol.ws_resume(left, data)
+            if left is not None:
+                partial[fd] = left
+                return out
+        pongs, _seen, used = protocol.ws_answer_pings(data)
+        left = protocol.ws_leftover(data, used)
+        if left is not None:
+            partial[fd] = left
+        return out + pongs
 
     def answer_tls(self, fd, data):
         """Ciphertext read on fd: the handshake's next flight, then the protocol's

@@ -34,14 +34,39 @@ def test_an_upgrade_round_trip_checks_the_accept_key():
 def test_a_ping_gets_a_pong_with_its_payload():
     ping = pr.ws_ping(b'x' * 16)
     assert ping[0] == 0x89 and ping[1] == 0x80 | 16           # final ping, masked
-    pong, seen = pr.ws_answer_pings(ping + ping[:3])          # a partial frame waits
-    assert seen == 0 and pong == b'\x8a\x10' + b'x' * 16
-    assert pr.ws_answer_pings(pong * 2) == (b'', 2)
+    pong, seen, used = pr.ws_answer_pings(ping + ping[:3])    # a partial frame waits
+    assert seen == 0 and pong == b'\x8a\x10' + b'x' * 16 and used == len(ping)
+    assert pr.ws_answer_pings(pong * 2) == (b'', 2, 2 * len(pong))
     big = pr.ws_frame(0x9, b'y' * 300, b'abcd')
     assert pr.ws_answer_pings(big)[0] == pr.ws_frame(0xA, b'y' * 300)
     # a client answers a server's (unmasked) ping with a masked pong
-    masked, _seen = pr.ws_answer_pings(pr.ws_frame(0x9, b'z'), client=True)
+    masked, _seen, _used = pr.ws_answer_pings(pr.ws_frame(0x9, b'z'), client=True)
     assert masked[0] == 0x8A and masked[1] == 0x80 | 1 and len(masked) == 2 + 4 + 1
+
+
+def test_a_frame_split_over_reads_is_kept_and_a_long_one_skipped():
+    ping = pr.ws_ping(b'x' * 16)
+    assert [pr.ws_frame_length(ping[:i]) for i in (0, 1, 2)] == [None, None, len(ping)]
+    big = pr.ws_frame(0x2, b'b' * 70000, b'abcd')      # 8-byte length, masked
+    assert pr.ws_frame_length(big[:9]) is None and pr.ws_frame_length(big[:10]) == len(big)
+    # the start of a short frame is kept whole, with the bytes of the next read after it
+    buf = ping + ping[:5]
+    _pong, _seen, used = pr.ws_answer_pings(buf)
+    left = pr.ws_leftover(buf, used)
+    assert left == ping[:5] and pr.ws_leftover(ping, len(ping)) is None
+    data, still = pr.ws_resume(left, ping[5:])
+    assert still is None and pr.ws_answer_pings(data)[0] == b'\x8a\x10' + b'x' * 16
+    # a long data frame: its rest is counted down over the reads that bring it, then
+    # what follows it is parsed
+    buf = ping + big[:1000]
+    _pong, _seen, used = pr.ws_answer_pings(buf)
+    left = pr.ws_leftover(buf, used)
+    assert left == len(big) - 1000
+    data, still = pr.ws_resume(left, big[1000:60000])
+    assert data == b'' and still == len(big) - 60000
+    data, still = pr.ws_resume(still, big[60000:] + ping)
+    assert still is None and data == ping
+    assert pr.ws_resume(len(big) - 1000, big[1000:]) == (b'', None)
 
 
 def test_responses_are_read_whole_across_reads():

@@ -146,6 +146,134 @@ def test_what_a_client_sends_later_is_answered_at_a_pass_or_at_once_with_echo(ne
     assert ssum['watch']['mode'] == ('epoll' if echo else 'poll'), ssum['watch']
 
 
+SPLIT_WORDS = r'''
+import os, socket, struct, sys, time
+addr, port, src, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((addr, port), source_address=(src, 0))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(20)
+
+
+def pieces(*parts):
+    for part in parts:
+        s.sendall(part)
+        time.sleep(0.3)         # each piece is a read of its own on the server
+
+
+def frame(opcode, payload):
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | size]) if size < 126 else
+                                     bytes([0x80 | 127]) + struct.pack('>Q', size))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def answer():
+    data = s.recv(4096)
+    assert data, 'closed'
+    return data
+
+
+req = b'GET / HTTP/1.1\r\nHost: h\r\n'
+if proto == 'http':
+    pieces(req, b'\r\n')                            # the head's end in the next read
+    print(answer().split(b' ')[1].decode())
+    pieces(req + b'\r', b'\n\r\n')                  # its end split in two
+    print(answer().split(b' ')[1].decode())
+else:
+    pieces(req, b'Upgrade: websocket\r\nConnection: Upgrade\r\n'
+           b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    print(answer().split(b' ')[1].decode())
+    ping = frame(0x9, b'one')
+    pieces(ping[:3], ping[3:])                      # a ping in two reads
+    print(answer()[2:].decode())
+    big = frame(0x2, b'b' * 50000)                  # a long data frame, then a ping
+    pieces(big[:20000], big[20000:] + frame(0x9, b'two'))
+    print(answer()[2:].decode())
+'''
+
+
+@pytest.mark.parametrize('echo', [False, True])
+@pytest.mark.parametrize('protocol', ['http', 'websocket'])
+def test_words_split_over_reads_are_answered_when_whole(netpair, protocol, echo):
+    """A request head, an upgrade or a frame that reaches the server half in pieces is
+    answered once it is whole, polling (at its next pass) or with --echo: the start is
+    kept for the next read (a long data frame is skipped), so the upgrade is not a 400
+    and the ping after a long frame still gets its pong."""
+    pair = netpair.up(sources=1)
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000', '--protocol', protocol,
+                       '--watch-interval', '1'] + (['--echo'] if echo else []))
+    srv.wait_ready()
+    res = run(['ip', 'netns', 'exec', pair.cli, sys.executable, '-c', SPLIT_WORDS, SERVER_ADDR,
+               '10000', pair.sources[0], protocol], check=False, timeout=60)
+    expected = ['200', '200'] if protocol == 'http' else ['101', 'one', 'two']
+    assert res.stdout.split() == expected, (res.stdout, res.stderr)
+    srv.finish(sig=signal.SIGTERM)
+
+
+SPLIT_PINGER = r'''
+import base64, hashlib, socket, sys, time
+addr, port, ready, result = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+lsn = socket.create_server((addr, port))
+open(ready, 'w').write('ready')
+s, _peer = lsn.accept()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(20)
+head = b''
+while b'\r\n\r\n' not in head:
+    head += s.recv(4096)
+key = [line.split(b':', 1)[1].strip() for line in head.split(b'\r\n')
+       if line.lower().startswith(b'sec-websocket-key:')][0]
+accept = base64.b64encode(hashlib.sha1(key + b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest())
+s.sendall(b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+          b'Connection: Upgrade\r\nSec-WebSocket-Accept: ' + accept + b'\r\n\r\n')
+
+
+def pong():
+    data = b''
+    while len(data) < 6 or len(data) < 6 + (data[1] & 0x7f):
+        data += s.recv(4096)
+    mask, size = data[2:6], data[1] & 0x7f
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data[6:6 + size])).decode()
+
+
+got = []
+ping = b'\x89\x03one'
+for piece in (ping[:3], ping[3:]):              # a ping in two reads, a pass apart
+    s.sendall(piece)
+    time.sleep(1.5)
+got.append(pong())
+open(result, 'w').write(' '.join(got))
+big = b'\x82\x7f' + (50000).to_bytes(8, 'big') + b'b' * 50000
+for piece in (big[:20000], big[20000:] + b'\x89\x03two'):
+    s.sendall(piece)
+    time.sleep(1.5)
+got.append(pong())
+open(result, 'w').write(' '.join(got))
+time.sleep(30)
+'''
+
+
+def test_the_client_answers_a_ping_split_over_reads(netpair):
+    """The client keeps the start of a server's frame that did not arrive whole (and
+    skips a long data frame): a ping sent in two pieces, a pass apart, gets its pong,
+    and so does one that follows a 50,000-byte frame."""
+    pair = netpair.up(sources=1)
+    ready = os.path.join(pair.workdir, 'pinger.ready')
+    result = os.path.join(pair.workdir, 'pinger.result')
+    pair.spawn(pair.srv, [sys.executable, '-c', SPLIT_PINGER, SERVER_ADDR, '10000', ready, result])
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        assert time.monotonic() < deadline, 'the pinging server did not start'
+        time.sleep(0.1)
+    code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
+                                 pair.sources[0], '--connections', '1', '--hold', '8',
+                                 '--watch-interval', '1', '--protocol', 'websocket']).finish()
+    assert code == 0, summary['errors']
+    with open(result) as f:
+        assert f.read() == 'one two'
+
+
 def test_websocket_pings_of_a_server_are_answered_while_polling(netpair):
     """The websockets library pings every client every 2 s and closes a connection whose
     pong does not come within 10 s: a client without heartbeats (polling) answers them
