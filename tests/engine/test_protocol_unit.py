@@ -31,6 +31,36 @@ def test_an_upgrade_round_trip_checks_the_accept_key():
     assert pr.ws_handshake_response(b'GET / HTTP/1.1\r\nHost: h\r\n\r\n') is None
 
 
+def test_the_fast_reads_of_the_upgrade_give_what_the_general_ones_do():
+    """The server's constant needles and the client's one search for its accept line
+    are shortcuts: any casing, a split 101, frames after it and a wrong or missing
+    accept give what the general parsing gives."""
+    key = b'dGhlIHNhbXBsZSBub25jZQ=='
+    accept = pr.ws_accept(key)
+    lower = (b'GET / HTTP/1.1\r\nhost: h\r\nupgrade: websocket\r\nconnection: upgrade\r\n'
+             b'SEC-WEBSOCKET-KEY:' + key + b' \r\nsec-websocket-protocol: chat, superchat\r\n\r\n')
+    answer = pr.ws_handshake_response(lower)
+    assert b'Sec-WebSocket-Accept: ' + accept + b'\r\n' in answer
+    assert answer.endswith(b'Sec-WebSocket-Protocol: chat\r\n\r\n')
+    assert pr.ws_handshake_response(b'GET / HTTP/1.1\r\nSec-WebSocket-Key: \r\n\r\n') is None
+    ping = pr.ws_frame(0x9, b'p')
+    plain = (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+             b'Sec-WebSocket-Accept: ' + accept + b'\r\n\r\n')
+    assert pr.Reader(0, False, accept).feed(plain + ping) == (101, None, ping)
+    # another casing, or the answer in two reads: the general path, the same result
+    other = plain.replace(b'Sec-WebSocket-Accept', b'sec-websocket-accept')
+    assert pr.Reader(0, False, accept).feed(other + ping) == (101, None, ping)
+    r = pr.Reader(0, False, accept)
+    assert r.feed(plain[:20]) is None and r.feed(plain[20:]) == (101, None, b'')
+    # the accept line of another key, or none: a bad accept either way
+    assert pr.Reader(0, False, pr.ws_accept(b'x' * 24)).feed(plain)[1] == pr.BAD_ACCEPT
+    none = plain.replace(b'Sec-WebSocket-Accept: ' + accept + b'\r\n', b'')
+    assert pr.Reader(0, False, accept).feed(none)[1] == pr.BAD_ACCEPT
+    # a 200 to an upgrade is read as a response, not as the 101
+    ok = pr.http_response()
+    assert pr.Reader(0, False, accept).feed(ok)[0] == 200
+
+
 def test_a_ping_gets_a_pong_with_its_payload():
     ping = pr.ws_ping(b'x' * 16)
     assert ping[0] == 0x89 and ping[1] == 0x80 | 16           # final ping, masked
