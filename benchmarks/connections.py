@@ -58,8 +58,9 @@ and what other processes took in each (foreign_cpu_by_window).
 
 The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
-processes together), kernel_bytes_per_conn (Slab + TCP memory delta), and
-per phase details, plus ratios against the baseline. Its table (also printed to
+processes together; an engine phase's pss_split gives each half's supervisor
+apart from its workers' mean and largest, at the target), kernel_bytes_per_conn
+(Slab + TCP memory delta), and per phase details, plus ratios against the baseline. Its table (also printed to
 stderr) gives each contender's rate, bytes and CPU per connection, in all and by
 half (cpu_us_per_conn_by_half: the client's and the server's processes, from their
 own /proc times), with the engine's ratios; with --rounds, each phase keeps every
@@ -529,6 +530,16 @@ def kernel_delta(before, after, per, ours=()):
     }
 
 
+def pss_split(pids):
+    """A half's PSS by process, its supervisor apart (the engine's status lists the
+    supervisor's pid first): {supervisor, workers, worker_mean, worker_max} in bytes."""
+    sizes = [pss(p) for p in pids]
+    workers = sizes[1:]
+    return {'supervisor': sizes[0] if sizes else 0, 'workers': len(workers),
+            'worker_mean': int(sum(workers) / len(workers)) if workers else 0,
+            'worker_max': max(workers) if workers else 0}
+
+
 def pss(pid):
     try:
         with open('/proc/%d/smaps_rollup' % pid) as f:
@@ -783,6 +794,12 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             except (OSError, ValueError):
                 sstat = {}
             server_pss = sum(pss(p) for p in sstat.get('pids', []))
+            result['pss_split'] = {'client': pss_split(status.get('pids', [])),
+                                   'server': pss_split(sstat.get('pids', []))}
+            log('%s: PSS by process: %s' % (label, '; '.join(
+                '%s supervisor %.2f MB, %d workers %.3f MB each (max %.3f)'
+                % (half, v['supervisor'] / 1e6, v['workers'], v['worker_mean'] / 1e6,
+                   v['worker_max'] / 1e6) for half, v in sorted(result['pss_split'].items()))))
             result['server_cpu_at_target'] = sstat.get('cpu')
             cpids, spids = status.get('pids', []), sstat.get('pids', [])
             result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, cpids + spids, n)

@@ -57,6 +57,17 @@ def test_the_three_way_run_gives_each_contenders_cpu_by_half(heavy_lock):
         assert tenths['first_10pct_per_s'] > 0 and tenths['last_10pct_per_s'] > 0, (name, ph)
         assert row['last_vs_first_10pct'] == tenths['last_vs_first']
         assert set(ph['foreign_cpu_by_window']) == {'first_10pct', 'last_10pct'}
+    # the engine's memory by process, its supervisors apart: the server half's adds up
+    # to what the benchmark counts for that half (read from the same pids just before)
+    split = phases['engine']['pss_split']
+    for half in ('client', 'server'):
+        assert split[half]['supervisor'] > 0 and split[half]['workers'] >= 1, split
+        assert 0 < split[half]['worker_mean'] <= split[half]['worker_max'], split
+    srv = split['server']
+    total = srv['supervisor'] + srv['workers'] * srv['worker_mean']
+    assert abs(total - phases['engine']['server_user_pss_bytes']) <= 0.05 * total, (
+        split, phases['engine']['server_user_pss_bytes'])
+    assert 'PSS by process: client supervisor' in res.stderr
     eng = table['rows']['engine']
     for other in ('baseline', 'c'):
         o, ratios = table['rows'][other], table['engine_vs'][other]
