@@ -259,13 +259,8 @@ def test_the_client_answers_a_ping_split_over_reads(netpair):
     skips a long data frame): a ping sent in two pieces, a pass apart, gets its pong,
     and so does one that follows a 50,000-byte frame."""
     pair = netpair.up(sources=1)
-    ready = os.path.join(pair.workdir, 'pinger.ready')
     result = os.path.join(pair.workdir, 'pinger.result')
-    pair.spawn(pair.srv, [sys.executable, '-c', SPLIT_PINGER, SERVER_ADDR, '10000', ready, result])
-    deadline = time.monotonic() + 30
-    while not os.path.exists(ready):
-        assert time.monotonic() < deadline, 'the pinging server did not start'
-        time.sleep(0.1)
+    serve(pair, 'pinger', SPLIT_PINGER, result)
     code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
                                  pair.sources[0], '--connections', '1', '--hold', '8',
                                  '--watch-interval', '1', '--protocol', 'websocket']).finish()
@@ -323,14 +318,27 @@ def test_a_client_that_speaks_late_or_never_is_served_as_before(netpair, protoco
                     timeout=30)
 
 
+def wait_ready(path, what):
+    """Until a server started in the background wrote its ready file (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, 'the %s server did not start' % what
+        time.sleep(0.1)
+
+
+def serve(pair, what, script, *args):
+    """A server script of this file in the server namespace, on port 10000: its
+    arguments are the address, the port, the file it writes once it listens, then args."""
+    ready = os.path.join(pair.workdir, what + '.ready')
+    pair.spawn(pair.srv, [sys.executable, '-c', script, SERVER_ADDR, '10000', ready] + list(args))
+    wait_ready(ready, what)
+
+
 def ws_server(pair, port, *flags):
     ready = os.path.join(pair.workdir, 'ws-%d.ready' % port)
     pair.spawn(pair.srv, [sys.executable, os.path.join(HERE, 'wsserver.py'), SERVER_ADDR,
                           str(port), ready] + list(flags))
-    deadline = time.monotonic() + 30
-    while not os.path.exists(ready):
-        assert time.monotonic() < deadline, 'the websockets server did not start'
-        time.sleep(0.1)
+    wait_ready(ready, 'websockets')
 
 
 def test_websocket_against_the_websockets_library(netpair):
@@ -381,12 +389,7 @@ srv.serve_forever()
 
 def test_a_503_counts_by_status_and_fails_the_run(netpair):
     pair = netpair.up(sources=1)
-    ready = os.path.join(pair.workdir, 'busy.ready')
-    pair.spawn(pair.srv, [sys.executable, '-c', BUSY_SERVER, SERVER_ADDR, '10000', ready])
-    deadline = time.monotonic() + 30
-    while not os.path.exists(ready):
-        assert time.monotonic() < deadline, 'the HTTP server did not start'
-        time.sleep(0.1)
+    serve(pair, 'busy', BUSY_SERVER)
     code, summary = pair.client(['--endpoints', '%s:10000' % SERVER_ADDR, '--sources',
                                  pair.sources[0], '--connections', '40', '--hold', '1',
                                  '--protocol', 'http', '--http-path', '/x']).finish()
