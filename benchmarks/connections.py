@@ -60,11 +60,11 @@ The last stdout line is one JSON object: established, seconds_to_target,
 connections_per_s, user_bytes_per_conn (PSS of the client and server
 processes together; an engine phase's pss_split gives each half's supervisor
 apart from its workers' mean and largest, at the target), kernel_bytes_per_conn
-(Slab + TCP memory delta), and per phase details, plus ratios against the baseline. Its table (also printed to
-stderr) gives each contender's rate, bytes and CPU per connection, in all and by
-half (cpu_us_per_conn_by_half: the client's and the server's processes, from their
-own /proc times), with the engine's ratios; with --rounds, each phase keeps every
-round's figures in by_round.
+(Slab + TCP memory delta), and per phase details, plus ratios against the
+baseline. Its table (also printed to stderr) gives each contender's rate, bytes
+and CPU per connection, in all and by half (cpu_us_per_conn_by_half: the client's
+and the server's processes, from their own /proc times), with the engine's ratios;
+with --rounds, each phase keeps every round's figures in by_round.
 """
 
 import argparse

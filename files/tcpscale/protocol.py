@@ -242,7 +242,7 @@ def ws_handshake_response(request):
     i = low.find(WS_KEY_FIELD)
     if i < 0:
         return None
-    i += 20
+    i += len(WS_KEY_FIELD)
     key = head[i:head.find(b'\r\n', i)].strip()
     if not key:
         return None
@@ -250,7 +250,7 @@ def ws_handshake_response(request):
            b'Sec-WebSocket-Accept: ' + ws_accept(key) + b'\r\n')
     i = low.find(WS_PROTOCOL_FIELD)
     if i >= 0:
-        i += 25
+        i += len(WS_PROTOCOL_FIELD)
         proto = head[i:head.find(b'\r\n', i)].split(b',')[0].strip()
         if proto:
             out += b'Sec-WebSocket-Protocol: ' + proto + b'\r\n'
