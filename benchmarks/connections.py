@@ -530,10 +530,10 @@ def kernel_delta(before, after, per, ours=()):
     }
 
 
-def pss_split(pids):
-    """A half's PSS by process, its supervisor apart (the engine's status lists the
-    supervisor's pid first): {supervisor, workers, worker_mean, worker_max} in bytes."""
-    sizes = [pss(p) for p in pids]
+def pss_split(sizes):
+    """A half's PSS by process, its supervisor apart (sizes: bytes, in the order of the
+    engine's status pids, the supervisor's first): {supervisor, workers, worker_mean,
+    worker_max} in bytes."""
     workers = sizes[1:]
     return {'supervisor': sizes[0] if sizes else 0, 'workers': len(workers),
             'worker_mean': int(sum(workers) / len(workers)) if workers else 0,
@@ -793,15 +793,16 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                     sstat = json.load(f)
             except (OSError, ValueError):
                 sstat = {}
-            server_pss = sum(pss(p) for p in sstat.get('pids', []))
-            result['pss_split'] = {'client': pss_split(status.get('pids', [])),
-                                   'server': pss_split(sstat.get('pids', []))}
+            cpids, spids = status.get('pids', []), sstat.get('pids', [])
+            # each process's PSS read once: the server half's total and both halves' split
+            sizes = {'client': [pss(p) for p in cpids], 'server': [pss(p) for p in spids]}
+            server_pss = sum(sizes['server'])
+            result['pss_split'] = dict((half, pss_split(v)) for half, v in sizes.items())
             log('%s: PSS by process: %s' % (label, '; '.join(
                 '%s supervisor %.2f MB, %d workers %.3f MB each (max %.3f)'
                 % (half, v['supervisor'] / 1e6, v['workers'], v['worker_mean'] / 1e6,
                    v['worker_max'] / 1e6) for half, v in sorted(result['pss_split'].items()))))
             result['server_cpu_at_target'] = sstat.get('cpu')
-            cpids, spids = status.get('pids', []), sstat.get('pids', [])
             result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, cpids + spids, n)
             result['cpu_us_per_conn_by_half'] = {
                 'client': procs_cpu_us(before, at, cpids, n),
