@@ -10,8 +10,9 @@
         [--sessions per-process]
 
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
-tbd-bench-cli) joined by a veth pair, gives the client side enough source
-aliases, tunes the namespaces (port range, somaxconn, SYN backlog), runs the
+tbd-bench-cli) joined by a veth pair, gives the client side its source
+address(es) (by default the blocking contenders' layout: one source, one server
+port per 19,000 connections; see layout_for), tunes the namespaces (port range, somaxconn, SYN backlog), runs the
 server half and then the client half at N, verifies the count with the
 collection's sock_diag counter in both namespaces, and tears everything down
 (also on Ctrl-C or failure). Host values it touches
@@ -636,7 +637,10 @@ class Phase(object):
         self.label = label
         self.procs = []
         self.workdir = '/tmp/tbd-bench-%d-%s' % (os.getpid(), label)
-        os.makedirs(self.workdir, exist_ok=True)
+        # a round's files start empty: a ready, status or summary file left by the round
+        # before would be read as this one's
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        os.makedirs(self.workdir)
 
     def path(self, name):
         return os.path.join(self.workdir, name)
@@ -665,9 +669,19 @@ class Phase(object):
         remove_namespaces()
 
 
-def n_sources_for(n, ports):
-    # keep every (source, destination, port) tuple under a quarter of the 64,512 local ports
-    return max(2, int(math.ceil(n / float(ports * 16000))))
+def layout_for(n, ports=0, sources=0):
+    """(server ports, client source addresses) of an engine phase at n connections.
+
+    By default the blocking contenders' own layout: one server port per BASE_PER_PROC
+    connections, one source address (the client namespace's first, the one its route
+    chooses: the engine then connects without binding it, as they do), so every
+    contender fills each (source, destination, port) tuple alike, to under 30% of the
+    64,512 local ports. With --ports, enough sources to keep every tuple under a
+    quarter of them.
+    """
+    if not ports:
+        return int(math.ceil(n / float(BASE_PER_PROC))), sources or 1
+    return ports, sources or max(1, int(math.ceil(n / float(ports * 16000))))
 
 
 def scraper(urls, stop, counts):
@@ -695,8 +709,7 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
             label += '-tls'
     ph = Phase(args, host, label)
     n = args.connections
-    ports = args.ports
-    nsrc = args.sources or n_sources_for(n, ports)
+    ports, nsrc = layout_for(n, args.ports, args.sources)
     ehash = 1 << max(16, int(math.ceil(math.log(max(2 * n, 2), 2))))
     result = {'phase': label}
     perf = counter = None
@@ -1384,6 +1397,15 @@ def median_run(runs):
 # starts them in its own session too.
 
 
+def add_layout_options(p):
+    p.add_argument('--ports', type=int, default=0,
+                   help='server ports of the engine phases (default: the blocking contenders\' '
+                        'layout, one port per %d connections, with one source)' % BASE_PER_PROC)
+    p.add_argument('--sources', type=int, default=0,
+                   help='client source aliases of the engine phases (default: one with the '
+                        'default ports, or enough for <= 16,000 connections per tuple)')
+
+
 def add_engine_options(p):
     """The options of this benchmark and of protocols.py: how the engine runs, what it is
     compared with, and its profile."""
@@ -1452,9 +1474,7 @@ def main():
                    help='hold N idle descriptors (/dev/null, in helper processes) through '
                         'every phase: what an agent that walks every process\'s open files '
                         'then has to walk besides the contenders\' sockets (docs/sizing.md)')
-    p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
-    p.add_argument('--sources', type=int, default=0, help='client source aliases (default: '
-                   'enough for <= 16,000 connections per tuple)')
+    add_layout_options(p)
     p.add_argument('--rounds', type=int, default=1,
                    help='run every phase (the engine, its variants, the reference engine, the '
                         'baseline and the C reference) this many times, in alternating order, '

@@ -142,8 +142,7 @@ def row(proto, f, prefix):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     p.add_argument('--connections', type=int, required=True)
-    p.add_argument('--ports', type=int, default=16, help='server ports (default 16)')
-    p.add_argument('--sources', type=int, default=0)
+    bench.add_layout_options(p)
     p.add_argument('--protocols', default=','.join(PROTOCOLS))
     p.add_argument('--tls', action='store_true', help='also run each protocol over TLS')
     p.add_argument('--rounds', type=int, default=1,
