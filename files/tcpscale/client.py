@@ -324,6 +324,7 @@ class ClientWorker(object):
         nonblock_stream = socket.SOCK_STREAM | SOCK_NONBLOCK
         sol_ip = socket.IPPROTO_IP
         freebind = self.freebind
+        bind = plan.bind
         einprogress, ealready = errno.EINPROGRESS, errno.EALREADY
         register = self.epoll.register if self.epoll is not None else None
         monotonic = time.monotonic
@@ -358,12 +359,13 @@ class ClientWorker(object):
                 fail(g, attempt, exc.errno or 0, now)
                 continue
             try:
-                s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
                 if speaks:
                     s.setsockopt(sol_tcp, quickack, 0)
-                if freebind:
-                    s.setsockopt(sol_ip, IP_FREEBIND, 1)
-                s.bind((src, 0))
+                if bind:
+                    s.setsockopt(sol_ip, IP_BIND_ADDRESS_NO_PORT, 1)
+                    if freebind:
+                        s.setsockopt(sol_ip, IP_FREEBIND, 1)
+                    s.bind((src, 0))
                 t = monotonic()
                 err = s.connect_ex(dst)
                 if err == einprogress:
@@ -1363,7 +1365,8 @@ class ClientRun(object):
                      'ports': plan.nports, 'endpoints': len(plan.destinations),
                      'tuples': plan.tuples,
                      'local_port_range': [plan.port_lo, plan.port_hi],
-                     'local_ports': plan.port_count, 'per_tuple': plan.per_tuple},
+                     'local_ports': plan.port_count, 'per_tuple': plan.per_tuple,
+                     'bound': plan.bind},
             'watch': {'mode': plan.watch, 'why': plan.watch_why,
                       'late': getattr(plan, 'watch_late', False),
                       'interval_s': plan.watch_interval if plan.watch == 'poll' else None,
@@ -1422,6 +1425,7 @@ def client_main(args):
     except Usage as exc:
         log('error: %s' % exc)
         return EXIT_USAGE
+    log('sources: %s' % plan.bind_why)
     try:
         exporter = exporter_of('client', args)
     except Usage as exc:

@@ -111,6 +111,31 @@ def test_more_than_65535_connections_to_one_endpoint(netpair, heavy_lock):
     srv.finish(sig=signal.SIGTERM)
 
 
+def test_a_source_the_route_chooses_is_not_bound(netpair):
+    """One source, the one the client namespace's route gives the target: the connections
+    are not bound (two system calls fewer each) and still come from it. Another one
+    source, not the route's: bound, and they come from it, not from the route's."""
+    pair = netpair.up(sources=2)       # 198.19.0.1 (the route's source), 198.19.0.2
+    n = 3000
+    srv = pair.server(['--listen', SERVER_ADDR, '--ports', '10000-10001'])
+    srv.wait_ready()
+    for src, bound in ((pair.sources[0], False), (pair.sources[1], True)):
+        cli = pair.client(['--targets', SERVER_ADDR, '--ports', '10000-10001', '--sources', src,
+                           '--connections', str(n)])
+        cli.wait_status(lambda s: s.get('reached'), timeout=120)
+        for a in pair.sources:
+            assert established(pair.cli, local_networks=[a + '/32']) == (n if a == src else 0)
+        code, summary = cli.finish(sig=signal.SIGTERM)
+        assert code == 0, cli.stderr()
+        assert summary['plan']['bound'] is bound
+        assert ('not bound' in cli.stderr()) is not bound, cli.stderr()
+        deadline = time.monotonic() + 30
+        while established(pair.cli) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert established(pair.cli) == 0
+    srv.finish(sig=signal.SIGTERM)
+
+
 def test_more_than_65535_listening_endpoints(netpair):
     """2 addresses x 32,977 ports = 65,954 listening sockets on one host, then traffic."""
     addrs = (SERVER_ADDR, '198.18.0.2')
