@@ -816,6 +816,9 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                 % (half, v['supervisor'] / 1e6, v['workers'], v['worker_mean'] / 1e6,
                    v['worker_max'] / 1e6) for half, v in sorted(result['pss_split'].items()))))
             result['server_cpu_at_target'] = sstat.get('cpu')
+            # what the server half had accepted (its last status, up to a progress interval
+            # old): sock_diag counts a connection still in an accept queue as established
+            result['server_held_at_target'] = sstat.get('held_total')
             result['cpu_us_per_conn_procs'] = procs_cpu_us(before, at, cpids + spids, n)
             result['cpu_us_per_conn_by_half'] = {
                 'client': procs_cpu_us(before, at, cpids, n),
@@ -887,7 +890,12 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
                 ph.path('perf.data'), csum['started_at'], csum['timeline'], n,
                 {'client': status.get('pids', []), 'server': sstat.get('pids', [])})
             log_profile(label, result['profile'])
-        result['ok'] = bool(csum.get('reached')) and est >= n
+        # every connection accepted by the server half at some point, not only queued
+        result['server_held_peak'] = ssum.get('held_peak')
+        if (ssum.get('held_peak') or 0) < n:
+            log('%s: the server half held %s connections at most, not %d: the rest were '
+                'queued, never accepted' % (label, ssum.get('held_peak'), n))
+        result['ok'] = bool(csum.get('reached')) and est >= n and (ssum.get('held_peak') or 0) >= n
     finally:
         if perf is not None and perf.poll() is None:
             stop_perf(perf)         # a phase that failed before the target

@@ -40,6 +40,8 @@ from .watch import ENDED_EVENTS, HELD_EVENTS, Poller, describe
 
 ACCEPT_BATCH = 512          # a server holder that accepted fewer than this in one round
 ACCEPT_PAUSE = 0.005        # ... waits this long (s) for the accept queue to fill
+ACCEPT_SHARE = 64           # accepts per pass shared among the listening sockets ready
+ACCEPT_AGAIN = 16           # a pass that used a share up and accepted this many: no pause
 KEEPER_GRACE = 60.0         # seconds a keeper gives its holders to close, then SIGKILL
 QUIET_S = 1.0               # watch mode poll: this long without change ends the ramp (or close)
 
@@ -381,19 +383,28 @@ class Holder(object):
         while not flags['stop']:
             events = poll(wait, 4096)
             before = total
+            # Accepts per listening socket's event: ACCEPT_SHARE shared among those ready,
+            # not each one drained to EAGAIN (one failed accept4 per ready socket: with 53
+            # ports, about one per connection). They are level-triggered, so one with more
+            # queued is in the next poll's events; a pass that used a budget up polls
+            # again at once instead of pausing.
+            per_event = ACCEPT_SHARE // (len(events) or 1) or 1
+            more = False
             for fd, _ev in events:
                 li = listener_get(fd)
                 if li is not None:
                     if not self.accepting:
                         continue
                     eidx = ubase + li
-                    while held < cap:
+                    k = per_event
+                    while k and held < cap:
                         cfd = accept4(fd, None, None, flags4)
                         if cfd < 0:
                             err = get_errno()
                             if err != eagain:
                                 self.accept_error(err)
                             break
+                        k -= 1
                         fds_append(cfd)
                         held += 1
                         pos[cfd] = held
@@ -431,6 +442,8 @@ class Holder(object):
                                 continue
                         if register is not None:
                             register(cfd, conn_mask)
+                    if not k:
+                        more = True
                     if held >= ask_at:
                         self.ask_successor()
                     if held >= cap and self.accepting:
@@ -457,7 +470,8 @@ class Holder(object):
                     closed += 1
             if held > peak:
                 peak = held
-            if ACCEPT_PAUSE and 0 < total - before < ACCEPT_BATCH:
+            if ACCEPT_PAUSE and 0 < total - before < ACCEPT_BATCH \
+                    and not (more and total - before >= ACCEPT_AGAIN):
                 # Connections keep arriving: the kernel completes their handshakes and
                 # queues them (the client sees them established), so let a batch build
                 # up instead of waking once per connection.
