@@ -12,9 +12,11 @@
 For every phase it creates two fresh network namespaces (tbd-bench-srv and
 tbd-bench-cli) joined by a veth pair, gives the client side its source
 address(es) (by default the blocking contenders' layout: one source, one server
-port per 19,000 connections; see layout_for), tunes the namespaces (port range, somaxconn, SYN backlog), runs the
-server half and then the client half at N, verifies the count with the
-collection's sock_diag counter in both namespaces, and tears everything down
+port per 19,000 connections; see layout_for), tunes the namespaces (port range,
+somaxconn, SYN backlog), runs the server half and then the client half at N,
+verifies the count with the collection's sock_diag counter in both namespaces
+(and that the server half held every connection, not only its kernel: sock_diag
+counts one still in an accept queue), and tears everything down
 (also on Ctrl-C or failure). Host values it touches
 (net.ipv4.tcp_child_ehash_entries around namespace creation, fs.file-max only
 if too low) are restored.

@@ -386,8 +386,8 @@ class Holder(object):
             # Accepts per listening socket's event: ACCEPT_SHARE shared among those ready,
             # not each one drained to EAGAIN (one failed accept4 per ready socket: with 53
             # ports, about one per connection). They are level-triggered, so one with more
-            # queued is in the next poll's events; a pass that used a budget up polls
-            # again at once instead of pausing.
+            # queued is in the next poll's events; a pass that used a share up (and accepted
+            # ACCEPT_AGAIN or more) polls again at once instead of pausing.
             per_event = ACCEPT_SHARE // (len(events) or 1) or 1
             more = False
             for fd, _ev in events:
