@@ -909,20 +909,42 @@ def run_engine(args, host, heartbeat=None, protocol='tcp', metrics=False, engine
 
 
 PERF_HZ = 199
+PERF_START_S = 60        # how long perf may take to start sampling
 
 
 def start_perf(path):
-    """perf record of every CPU (call graphs, CLOCK_MONOTONIC) into path; None without perf."""
+    """perf record of every CPU (call graphs, CLOCK_MONOTONIC) into path; None without perf.
+
+    perf starts with its events off and is switched on through its control pipe: the
+    call returns once perf has acknowledged that it samples (recording every CPU, it
+    first reads every process's maps, which can take more than a second on a busy host).
+    """
     exe = shutil.which('perf')
     if not exe:
         log('perf: not installed (apt install linux-perf): no profile')
         return None
+    ctl_r, ctl_w = os.pipe()
+    ack_r, ack_w = os.pipe()
     proc = subprocess.Popen([exe, 'record', '-a', '-g', '-F', str(PERF_HZ), '--clockid',
-                             'monotonic', '-q', '-o', path],
-                            stdout=subprocess.DEVNULL, stderr=open(path + '.err', 'w'))
-    time.sleep(1.0)     # its buffers are set up before the client starts
-    if proc.poll() is not None:
-        log('perf: record failed: %s' % open(path + '.err').read()[-500:])
+                             'monotonic', '-q', '-D', '-1',
+                             '--control', 'fd:%d,%d' % (ctl_r, ack_w), '-o', path],
+                            stdout=subprocess.DEVNULL, stderr=open(path + '.err', 'w'),
+                            pass_fds=(ctl_r, ack_w))
+    os.close(ctl_r)
+    os.close(ack_w)
+    proc.perf_ctl = ctl_w       # open until stop_perf: perf reads commands from it
+    os.write(ctl_w, b'enable\n')
+    ack = b''
+    with os.fdopen(ack_r, 'rb', buffering=0) as acks:
+        while not ack.endswith(b'\n') and select.select([acks], [], [], PERF_START_S)[0]:
+            chunk = acks.read(16)
+            if not chunk:
+                break
+            ack += chunk
+    if not ack.startswith(b'ack'):
+        stop_perf(proc)
+        log('perf: record did not start sampling within %d s: %s'
+            % (PERF_START_S, open(path + '.err').read()[-500:]))
         return None
     return proc
 
@@ -934,6 +956,7 @@ def stop_perf(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    os.close(proc.perf_ctl)
 
 
 def perf_samples(path):
