@@ -29,7 +29,7 @@ from . import VERSION
 from . import protocol as proto_mod
 from . import ipplan
 from . import tls as tls_mod
-from .plan import RESERVE_FDS, ClientPlan, tuple_at
+from .plan import RESERVE_FDS, ClientPlan, tuple_at, worker_order
 from .metrics import Exposition, exporter_of
 from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_RESPONSE,
                   F_CONNECT_SUM_US, F_CPU_SYS_US, F_CPU_USER_US, F_DONE_NS, F_DROP_RST, F_DROPPED,
@@ -146,6 +146,11 @@ class ClientWorker(object):
         self.hb_interval = args.heartbeat_interval
         self.next_g = start_g
         self.end_g = start_g + quota
+        # the g to open, in turn: tuple by tuple, but with TLS in index order (round the
+        # destinations), so that every destination has a session to resume early on
+        # (tuple by tuple, a worker's first handshakes to each destination are full ones)
+        self.order = (worker_order(start_g, quota, plan.tuples) if plan.tls is None
+                      else iter(range(start_g, start_g + quota)))
         self.est = self.peak = self.total = self.attempts = self.failed = 0
         self.dropped = self.drop_rst = self.hb_cursor = self.hb_sent = self.hb_recv = 0
         self.tokens = self.hb_budget = 0.0
@@ -297,9 +302,8 @@ class ClientWorker(object):
             n = len(due)
         k = min(room - n, self.end_g - self.next_g)
         if k > 0:
-            g0 = self.next_g
-            self.next_g = g0 + k
-            self.connect(zip(range(g0, g0 + k), itertools.repeat(0)), now)
+            self.next_g += k
+            self.connect(zip(itertools.islice(self.order, k), itertools.repeat(0)), now)
             n += k
         self.attempts += n
         if rate > 0:

@@ -11,6 +11,7 @@ a value came from.
 """
 
 import ipaddress
+import itertools
 import socket
 
 from . import ipplan
@@ -160,9 +161,10 @@ def segments_of(sources, destinations):
 def tuple_at(p, segments):
     """(af, source, (destination, port)) of tuple p (0 <= p < all tuples).
 
-    Destinations (address x port) first, then sources: the first D
-    connections reach D different endpoints, and connection k of the run
-    uses tuple k mod T, so k and k + T share a tuple.
+    Destinations (address x port) first, then sources: connections 0 .. D - 1
+    reach D different endpoints, and connection k of the run uses tuple k mod T,
+    so k and k + T share a tuple. A worker opens its own range tuple by tuple
+    (worker_order), which changes the order, not the tuple of a connection.
     """
     for af, t, srcs, dsts in segments:
         if p < t:
@@ -219,6 +221,25 @@ def destinations_of(args):
     lo, hi = parse_ports(args.ports)
     return [(a, port) for a in parse_addresses(args.targets, '--targets')
             for port in range(lo, hi + 1)]
+
+
+def worker_order(start_g, quota, tuples):
+    """The connections start_g .. start_g + quota - 1 of one worker, in the order it opens
+    them: tuple by tuple (g, g + T, g + 2T, ... for the range's first g, then for the
+    next, T being the number of tuples).
+
+    Which tuple each connection uses stays tuple_at(g mod T): only the order within the
+    worker changes. A worker that stays on one tuple, as a blocking client on one port
+    does, keeps the kernel's ephemeral-port search on one destination, and the server
+    half's accepts on one listening socket. At 1,000,000 on 53 ports the client's port
+    search came down to the naive baseline's, and the server half's CPU per connection
+    fell by about an eighth (docs/sizing.md). With TLS the worker keeps index order:
+    tuple by tuple, its first handshakes to each destination would all be full ones, with
+    no session yet to resume (in a test of 3,000, 1,345 resumed instead of most).
+    """
+    end = start_g + quota
+    return itertools.chain.from_iterable(
+        range(g, end, tuples) for g in range(start_g, start_g + min(quota, tuples)))
 
 
 def split_quota(target, workers):

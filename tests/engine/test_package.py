@@ -103,6 +103,17 @@ def test_every_tuple_gets_the_same_share_destinations_first():
     assert seen[12] == (socket.AF_INET6, 'fd00::1', ('fd01::1', 1000))
 
 
+def test_a_worker_opens_its_connections_tuple_by_tuple():
+    # every connection of the range once, each on its own tuple (g mod T), one tuple after another
+    for start, quota, tuples in ((0, 10, 3), (5, 7, 3), (0, 2, 5), (10, 0, 4), (19000, 19000, 53)):
+        order = list(plan.worker_order(start, quota, tuples))
+        assert sorted(order) == list(range(start, start + quota))
+        runs = [g % tuples for g in order]
+        changes = sum(1 for a, b in zip(runs, runs[1:]) if a != b)
+        assert changes == max(0, min(quota, tuples) - 1)
+    assert list(plan.worker_order(5, 7, 3)) == [5, 8, 11, 6, 9, 7, 10]
+
+
 def test_endpoints_replace_targets_and_ports():
     p = plan.ClientPlan(parse('client', '--endpoints', '10.1.0.1:80,[fd01::1]:8443,10.1.0.2:81',
                               '--sources', '10.0.0.1,fd00::1', '--connections', '30'))
