@@ -278,9 +278,9 @@ def lost_children(children, expected):
 
 def fd_table(nofile, top):
     """A zeroed array with one entry per possible descriptor (0 .. nofile + 1), of the
-    narrowest unsigned type that holds values up to top: 2 bytes an entry where 4 would
-    be wasted (a worker's table is private memory, counted per connection)."""
-    code = 'H' if top < 1 << 16 else 'I'
+    narrowest unsigned type that holds values up to top: 1 or 2 bytes an entry where 4
+    would be wasted (a worker's table is private memory, counted per connection)."""
+    code = 'B' if top < 1 << 8 else 'H' if top < 1 << 16 else 'I'
     return array.array(code, bytes(array.array(code).itemsize * (nofile + 2)))
 
 

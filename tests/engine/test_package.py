@@ -114,6 +114,15 @@ def test_a_worker_opens_its_connections_tuple_by_tuple():
     assert list(plan.worker_order(5, 7, 3)) == [5, 8, 11, 6, 9, 7, 10]
 
 
+def test_a_descriptor_table_has_the_narrowest_type_its_values_fit():
+    for nofile, top, size in ((100, 53, 1), (100, 255, 1), (20000, 256, 2), (20000, 20001, 2),
+                              (70000, 70001, 4)):
+        t = eng.system.fd_table(nofile, top)
+        assert (t.itemsize, len(t), max(t)) == (size, nofile + 2, 0)
+        t[nofile + 1] = top             # the highest descriptor holds the highest value
+        assert t[nofile + 1] == top
+
+
 def test_endpoints_replace_targets_and_ports():
     p = plan.ClientPlan(parse('client', '--endpoints', '10.1.0.1:80,[fd01::1]:8443,10.1.0.2:81',
                               '--sources', '10.0.0.1,fd00::1', '--connections', '30'))
