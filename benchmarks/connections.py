@@ -936,14 +936,15 @@ def start_perf(path):
     os.write(ctl_w, b'enable\n')
     ack = b''
     with os.fdopen(ack_r, 'rb', buffering=0) as acks:
-        while not ack.endswith(b'\n') and select.select([acks], [], [], PERF_START_S)[0]:
+        # (perf writes 'ack\n' and a NUL after it)
+        while b'\n' not in ack and select.select([acks], [], [], PERF_START_S)[0]:
             chunk = acks.read(16)
             if not chunk:
                 break
             ack += chunk
     if not ack.startswith(b'ack'):
         stop_perf(proc)
-        log('perf: record did not start sampling within %d s: %s'
+        log('perf: record did not start sampling (it exited, or no answer within %d s): %s'
             % (PERF_START_S, open(path + '.err').read()[-500:]))
         return None
     return proc
