@@ -26,9 +26,9 @@ A lean supervisor (imports done, no per-connection state) forks worker
 processes. One process may hold at most RLIMIT_NOFILE descriptors; the
 supervisor reads the real limit, raises the soft limit to the hard one, and
 plans ``workers = ceil(sockets / (limit - reserve))``. Workers keep each
-connection as a bare file descriptor in an ``array('i')`` (no socket object),
-watch them with one epoll each, and report through a shared memory page per
-worker; the supervisor aggregates, prints progress on stderr and writes the
+connection as a bare file descriptor, marked in a table of one byte per possible
+descriptor (no socket object), watch them with one epoll each, and report
+through a shared memory page per worker; the supervisor aggregates, prints progress on stderr and writes the
 summary (the last line on stdout, and --summary-file).
 
 Exit codes: 0 target reached (client) / clean stop (server); 1 target not

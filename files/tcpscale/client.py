@@ -44,8 +44,8 @@ from .shm import (CONNECT_HIST_BASE, ERR_BASE, F_ATTEMPTS, F_BAD_ACCEPT, F_BAD_R
                   publish_cpu, publish_statuses, status_counts)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_NOT_REACHED, EXIT_OK, EXIT_USAGE, IP_BIND_ADDRESS_NO_PORT,
-                     IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, fd_table, log,
-                     set_name, trim_heap, write_json_atomic)
+                     IP_FREEBIND, SOCK_NONBLOCK, Usage, child_setup, close_rst, drain, held_fds,
+                     held_table, log, set_name, trim_heap, write_json_atomic)
 from .watch import (ENDED_EVENTS, HELD_EVENTS, POLLIN, POLLOUT, RESET_EVENTS, Poller,
                     describe)
 
@@ -73,7 +73,8 @@ def client_worker(parent_pid, plan, args, shm, slot, start_g, quota, notify_w):
 class ClientWorker(object):
     """Opens connections start_g .. start_g + quota - 1 of the run, then holds them.
 
-    Each connection is a bare descriptor in an array('i') (no socket object).
+    Each connection is a bare descriptor, marked in a table of one byte per possible
+    descriptor (system.held_table; no socket object).
     Watch mode epoll: every connection is in the worker's epoll set. Watch
     mode poll (watch.py): the in-flight handshakes are polled, with the
     connections whose first answer (http, websocket) is not in yet, and the
@@ -119,8 +120,7 @@ class ClientWorker(object):
         self.watch_acked = 0
         self.watch_passes = 0
         self.watch_s = 0.0
-        self.fds = array.array('i')                             # held connections
-        self.pos = fd_table(plan.nofile, plan.nofile + 1)       # fd -> index in fds + 1
+        self.held = held_table(plan.nofile)                     # fd -> 1 while held
         self.inflight = {}                                      # fd -> (g, attempt, started, dst)
         self.retry_heap = []                                    # (due, g, attempt)
         self.hb_pending = {}                                    # fd -> heartbeat sent at
@@ -199,7 +199,7 @@ class ClientWorker(object):
                 self.dispatch(events, now)
             if (self.inflight or self.greeting) and now - self.last_scan > 0.1:
                 self.expire(now)
-            if heartbeats and self.fds and now >= self.hb_start and \
+            if heartbeats and self.est and now >= self.hb_start and \
                     (paced or q[b + F_WATCH_GO]):
                 self.heartbeat(now)
             if polling:
@@ -222,7 +222,7 @@ class ClientWorker(object):
         ep.register(self.wake_r, select.EPOLLIN)
         register = ep.register
         held_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
-        for fd in self.fds:
+        for fd in held_fds(self.held):
             register(fd, held_mask)
         conn_mask = held_mask | select.EPOLLOUT
         for fd in self.inflight:
@@ -254,7 +254,7 @@ class ClientWorker(object):
         """
         self.last_watch = now
         speaks = self.proto != 'tcp'
-        for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
+        for fd, ev in self.poller.ready(held_fds(self.held), HELD_EVENTS):
             if ev & ENDED_EVENTS:
                 # RST (the error is set) or FIN (the peer shut its side): no read needed
                 self.drop(fd, bool(ev & RESET_EVENTS))
@@ -336,8 +336,7 @@ class ClientWorker(object):
         held_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
         inflight = self.inflight
         fail = self.fail
-        fds = self.fds
-        fds_append, pos = fds.append, self.pos
+        held = self.held
         q, conn_hist, log, last_bucket = self.q, self.conn_hist, math.log, HIST_SLOTS - 1
         speaks = self.proto != 'tcp' or self.tls is not None
         # A client that speaks first (a request, an upgrade, a ClientHello) asks its
@@ -381,8 +380,7 @@ class ClientWorker(object):
                 fd = s.detach()
                 if register is not None:
                     register(fd, held_mask)
-                fds_append(fd)
-                pos[fd] = len(fds)
+                held[fd] = 1
                 opened += 1
                 us = (monotonic() - t) * 1e6
                 lat_us += us
@@ -436,7 +434,7 @@ class ClientWorker(object):
                 return 1.0          # (polling: until the next watch pass at most)
             if self.hb_budget >= 1:
                 return 0
-            return min(0.1, max(0.001, self.hb_interval / max(1, len(self.fds)) * HB_BURST))
+            return min(0.1, max(0.001, self.hb_interval / max(1, self.est) * HB_BURST))
         if self.inflight or self.retry_heap or self.next_g < self.end_g:
             b = self.b
             if self.next_g < self.end_g and self.in_flight() < self.q[b + F_INFL_CAP]:
@@ -455,9 +453,7 @@ class ClientWorker(object):
     def dispatch(self, events, now):
         """Handshakes that completed or failed, heartbeat echoes, connections the peer ended."""
         inflight_pop = self.inflight.pop
-        fds = self.fds
-        fds_append = fds.append
-        pos = self.pos
+        held = self.held
         wake_r = self.wake_r
         bad_mask = select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
         in_mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
@@ -475,8 +471,7 @@ class ClientWorker(object):
                 if ev & bad_mask:
                     self.connect_failed(fd, st, now)
                 else:
-                    fds_append(fd)
-                    pos[fd] = len(fds)
+                    held[fd] = 1
                     opened += 1
                     # connect latency, inline (hist_index): the log-bucketed histogram
                     us = (now - st[2]) * 1e6
@@ -691,15 +686,10 @@ class ClientWorker(object):
 
         Returns 1 when fd was held (the count of established went down), else 0.
         """
-        pos, fds = self.pos, self.fds
-        i = pos[fd] - 1
-        if i < 0:
+        held = self.held
+        if not held[fd]:
             return 0
-        lastfd = fds[-1]
-        fds[i] = lastfd
-        pos[lastfd] = i + 1
-        fds.pop()
-        pos[fd] = 0
+        held[fd] = 0
         self.hb_pending.pop(fd, None)
         if self.ws_left:
             self.ws_left.pop(fd, None)
@@ -751,8 +741,7 @@ class ClientWorker(object):
         first connection's time stands for all of them). At most HB_BURST per pass, each
         stamped when sent, so the echoes of a burst do not wait behind a long burst and the
         RTT stays honest."""
-        fds = self.fds
-        nf = len(fds)
+        nf = self.est
         self.hb_budget += nf * min(1.0, now - self.last_hb) / self.hb_interval
         self.last_hb = now
         k = min(int(self.hb_budget), HB_BURST, nf)
@@ -767,13 +756,15 @@ class ClientWorker(object):
         tlss = self.tlss
         if tlss is not None:
             write = self.send
+        # the cursor runs over the descriptors held, in their order, round and round
+        find = self.held.find
         cursor = self.hb_cursor
         sent = 0
         for _i in range(k):
-            if cursor >= nf:
-                cursor = 0
-            fd = fds[cursor]
-            cursor += 1
+            fd = find(1, cursor)
+            if fd < 0:
+                fd = find(1)
+            cursor = fd + 1
             if fd in readers:
                 continue            # the last answer (or the upgrade's) is not in yet
             if tlss is not None and not getattr(tlss.get(fd), 'done', False):
@@ -854,7 +845,7 @@ class ClientWorker(object):
                 pass
         q[b + F_INFLIGHT] = 0
         publish_cpu(q, b)
-        close_rst(self.fds)
+        close_rst(held_fds(self.held))
         q[b + F_STATE] = ST_EXITED
 
 

@@ -34,7 +34,7 @@ from .shm import (ERR_BASE, F_CAP, F_CPU_SYS_US, F_CPU_USER_US, F_DROPPED, F_ECH
                   TIMELINE_COLUMNS, Shm, err_slot, error_counts, publish_cpu)
 from .supervisor import Supervisor, finish, fork_worker
 from .system import (EXIT_LOST, EXIT_OK, EXIT_USAGE, SOCK_CLOEXEC, SOCK_NONBLOCK, Usage,
-                     child_setup, close_rst, drain, fd_table, libc, log, lost_children,
+                     child_setup, close_rst, drain, fd_table, held_fds, libc, log, lost_children,
                      set_name, tcp_in_use, trim_heap, write_json_atomic)
 from .watch import ENDED_EVENTS, HELD_EVENTS, Poller, describe
 
@@ -264,8 +264,8 @@ def server_holder(parent_pid, plan, args, shm, group, slot, index, lane, lanes, 
 class Holder(object):
     """Accepts on its lane's listening sockets until nearly full, holds what it accepted.
 
-    Connections are bare descriptors (array('i')); u counts them per
-    endpoint for the supervisor. One pass of the loop: wait for events,
+    Connections are bare descriptors (marked in self.epof, no socket object); u counts
+    them per endpoint for the supervisor. One pass of the loop: wait for events,
     accept or read (echo) or close, pause briefly when connections trickle
     in (so that they are accepted in batches), publish. Watch mode epoll:
     every held connection is in the holder's epoll set; watch mode poll
@@ -304,9 +304,8 @@ class Holder(object):
         self.q[b + F_LISTEN] = len(self.mine)
         self.q[b + F_STATE] = ST_ACTIVE
         self.poller = Poller() if plan.watch == 'poll' else None
-        self.fds = array.array('i')
-        self.pos = fd_table(plan.nofile, plan.nofile + 1)        # fd -> index in fds + 1
-        self.epof = fd_table(plan.nofile, plan.group_size)       # fd -> endpoint in the group
+        # fd -> 1 + its endpoint in the group while held, else 0: the held connections
+        self.epof = fd_table(plan.nofile, plan.group_size + 1)
         self.protocol = getattr(args, 'protocol', 'tcp') or 'tcp'
         self.echo = args.echo or self.protocol != 'tcp'
         self.answer = None if self.protocol == 'tcp' else self.answer_http \
@@ -359,8 +358,7 @@ class Holder(object):
         poll, register = self.ep.poll, self.ep.register
         listener_get = self.listener_of.get     # the dict stop_accepting() empties
         wake_r = self.wake_r
-        fds, pos, epof = self.fds, self.pos, self.epof
-        fds_append = fds.append
+        epof = self.epof
         cap, ask_at, echo, answer = self.cap, self.ask_at, self.echo, self.answer
         # http and websocket: the client's request or upgrade comes first (not with TLS: its
         # sessions resumed less often, 1,336 of 3,000 in tests/engine/test_tls.py)
@@ -396,6 +394,7 @@ class Holder(object):
                     if not self.accepting:
                         continue
                     eidx = ubase + li
+                    mark = li + 1
                     k = per_event
                     while k and held < cap:
                         cfd = accept4(fd, None, None, flags4)
@@ -405,10 +404,8 @@ class Holder(object):
                                 self.accept_error(err)
                             break
                         k -= 1
-                        fds_append(cfd)
                         held += 1
-                        pos[cfd] = held
-                        epof[cfd] = li
+                        epof[cfd] = mark
                         u[eidx] += 1
                         total += 1
                         if first_words:
@@ -497,16 +494,12 @@ class Holder(object):
     def forget(self, fd):
         """A held connection the client ended: out of the counts, closed.
         Returns False when fd was not a held connection."""
-        pos, fds = self.pos, self.fds
-        i = pos[fd] - 1
-        if i < 0:
+        epof = self.epof
+        mark = epof[fd]
+        if not mark:
             return False
-        lastfd = fds[-1]
-        fds[i] = lastfd
-        pos[lastfd] = i + 1
-        fds.pop()
-        pos[fd] = 0
-        self.u[self.ubase + self.epof[fd]] -= 1
+        epof[fd] = 0
+        self.u[self.ubase + mark - 1] -= 1
         if self.upgraded is not None:
             self.upgraded[fd] = 0
         if self.partial:
@@ -522,7 +515,7 @@ class Holder(object):
         or read and ignored (tcp without --echo)."""
         gone = 0
         answer = self.answer
-        for fd, ev in self.poller.ready(self.fds, HELD_EVENTS):
+        for fd, ev in self.poller.ready(held_fds(self.epof), HELD_EVENTS):
             if ev & ENDED_EVENTS:
                 # reset or closed by the client (no read needed to tell)
                 if self.forget(fd):
@@ -668,7 +661,7 @@ class Holder(object):
             for s in self.mine:
                 s.close()
         q[b + F_LISTEN] = 0
-        close_rst(self.fds)
+        close_rst(held_fds(self.epof))
         for i in range(len(self.mine)):
             self.u[self.ubase + i] = 0
         q[b + F_EST] = 0

@@ -10,6 +10,7 @@ return them.
 import array
 import ctypes
 import gc
+import itertools
 import json
 import os
 import resource
@@ -282,6 +283,20 @@ def fd_table(nofile, top):
     would be wasted (a worker's table is private memory, counted per connection)."""
     code = 'B' if top < 1 << 8 else 'H' if top < 1 << 16 else 'I'
     return array.array(code, bytes(array.array(code).itemsize * (nofile + 2)))
+
+
+def held_table(nofile):
+    """A zeroed table of one byte per possible descriptor (0 .. nofile + 1): a worker marks
+    the connections it holds in it (1 held, 0 not), instead of keeping a list of them and
+    each one's place in the list (4 bytes a descriptor where this takes 1: a worker's
+    tables are private memory, counted per connection)."""
+    return bytearray(nofile + 2)
+
+
+def held_fds(table):
+    """array('i') of the descriptors whose entry in table is not 0, in ascending order
+    (built at C speed: about 1 ms for 20,000): what poll() and the close go over."""
+    return array.array('i', itertools.compress(range(len(table)), table))
 
 
 def drain(fd):
