@@ -71,6 +71,7 @@ with --rounds, each phase keeps every round's figures in by_round.
 """
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -632,13 +633,35 @@ def terminate(proc, sig=signal.SIGTERM, timeout=120.0):
 # ---------------------------------------------------------------------------
 # phases
 
+WORKDIRS = '/tmp/tbd-bench-%d-*'      # a run's working directories (PID, then what)
+
+
+def workdir(name):
+    """/tmp/tbd-bench-PID-NAME: one of this run's working directories (see WORKDIRS)."""
+    return '/tmp/tbd-bench-%d-%s' % (os.getpid(), name)
+
+
+def finish_workdirs(keep, failed):
+    """At the end of a run: remove its working directories, unless asked to keep them
+    (--keep-files) or a phase failed (then their logs say why: the log names them)."""
+    paths = sorted(glob.glob(WORKDIRS % os.getpid()))
+    if not paths:
+        return
+    if keep or failed:
+        why = ' (a phase failed)' if failed and not keep else ''
+        log('working directories kept%s: %s' % (why, ' '.join(paths)))
+        return
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Phase(object):
     def __init__(self, args, host, label):
         self.args = args
         self.host = host
         self.label = label
         self.procs = []
-        self.workdir = '/tmp/tbd-bench-%d-%s' % (os.getpid(), label)
+        self.workdir = workdir(label)
         # a round's files start empty: a ready, status or summary file left by the round
         # before would be read as this one's
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -1145,13 +1168,13 @@ class IdleDescriptors(object):
         self.procs = []
 
 
-def build_cref(workdir):
-    """benchmarks/cref.c built with cc into workdir: (path, None), or (None, why not)."""
+def build_cref(into):
+    """benchmarks/cref.c built with cc into directory into: (path, None), or (None, why not)."""
     cc = shutil.which(os.environ.get('CC', 'cc'))
     if not cc:
         return None, 'no C compiler (cc) on this host: the C reference is skipped'
-    os.makedirs(workdir, exist_ok=True)
-    out = os.path.join(workdir, 'cref')
+    os.makedirs(into, exist_ok=True)
+    out = os.path.join(into, 'cref')
     res = subprocess.run([cc, '-O2', '-Wall', '-o', out, CREF_SRC], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     if res.returncode != 0:
@@ -1277,7 +1300,7 @@ def run_site(args, _host, label='site'):
     ansible = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
     if not os.path.exists(ansible):
         ansible = shutil.which('ansible-playbook') or 'ansible-playbook'
-    reports = '/tmp/tbd-bench-%d-%s' % (os.getpid(), label)
+    reports = workdir(label)
     os.makedirs(reports, exist_ok=True)
     argv = [ansible, 'site.yml', '-e', 'testbed_connections=%d' % args.connections,
             '-e', 'client_hold=%g' % args.site_hold, '-e', 'report_base_dir=%s' % reports]
@@ -1462,6 +1485,11 @@ def add_engine_options(p):
                    help='profile every CPU with perf during each phase and report the CPU '
                         'microseconds per connection by process and by function over the ramp '
                         '(the engine phases also for its first and last 10%%)')
+    p.add_argument('--keep-files', action='store_true',
+                   help='keep the run\'s working directories (%s: the phases\' logs, '
+                        'status files, perf data, the C reference\'s build) when every phase '
+                        'passed too; they are kept when one failed, and removed otherwise'
+                        % WORKDIRS.replace('%d', 'PID').replace('%', '%%'))
 
 
 def main():
@@ -1555,7 +1583,7 @@ def main():
                                                label='engine-reference')))
         if args.baseline:
             blocking = [('baseline', lambda: run_baseline(args, host))]
-            cref, why = build_cref(os.path.join('/tmp', 'tbd-bench-cref-%d' % os.getpid()))
+            cref, why = build_cref(workdir('cref'))
             if cref:
                 log('c: built %s from %s' % (cref, CREF_SRC))
                 blocking.append(('c', lambda: run_baseline(args, host, 'c', cref)))
@@ -1676,6 +1704,7 @@ def main():
                out['ratio_vs_variant'],
                eng['connections_per_s'], var['connections_per_s'],
                eng.get('kernel_bytes_per_conn'), var.get('kernel_bytes_per_conn')))
+    finish_workdirs(args.keep_files, failed or interrupted)
     sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     sys.stdout.flush()
     return 1 if failed or interrupted else 0

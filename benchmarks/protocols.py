@@ -199,9 +199,11 @@ def main():
         rows += [row(proto, f, 'median  ') for proto, f in out['protocols'].items()]
     for line in rows:
         bench.log(line)
-    sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     ok = out['protocols'] and not out.get('interrupted')
-    return 0 if ok and all(f.get('ok') for f in out['protocols'].values()) else 1
+    ok = ok and all(f.get('ok') for f in out['protocols'].values())
+    bench.finish_workdirs(args.keep_files, not ok)
+    sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
+    return 0 if ok else 1
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ the benchmark's session unless --sessions per-process."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -34,11 +35,17 @@ def test_the_three_way_run_gives_each_contenders_cpu_by_half(heavy_lock):
         pytest.skip('needs root (network namespaces, sysctls)')
     # enough that each half's CPU is many clock ticks (10 ms), yet under 50,000 sockets
     n = 15000
-    res = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'connections.py'),
-                          '--connections', str(n), '--baseline'],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, timeout=300, check=False)
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'benchmarks', 'connections.py'),
+                             '--connections', str(n), '--baseline'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    stdout, stderr = proc.communicate(timeout=300)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert res.returncode == 0, res.stderr[-3000:]
+    # a run whose phases all passed leaves none of its working directories behind (the
+    # phases' logs, the C reference's build, which its log names)
+    assert '/tmp/tbd-bench-%d-cref/cref' % proc.pid in res.stderr
+    assert glob.glob('/tmp/tbd-bench-%d-*' % proc.pid) == []
     out = json.loads(res.stdout.splitlines()[-1])
     phases = out['phases']
     table = out['table']
