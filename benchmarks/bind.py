@@ -6,14 +6,15 @@
     . .venv/bin/activate
     flock /tmp/scalelab-heavy.lock python3 benchmarks/bind.py [--connections N] [--rounds R]
 
-In benchmarks/connections.py's two namespaces (one source address, the one the
-client namespace's route picks), a listener process accepts and closes on 64 ports
-while this process opens N connections in a loop the way the engine's client
-worker does (a non-blocking socket, connect() twice), in rounds that alternate:
-bound (IP_BIND_ADDRESS_NO_PORT, then bind() to the source: what the engine does
-with several sources) and unbound (what it does with one source that the routes
-pick anyway, plan.routes_choose). Every round's connections are then reset
-(SO_LINGER 0), so each round starts from the same tables.
+In benchmarks/connections.py's two namespaces, a listener process accepts and
+closes on 64 ports while this process opens N connections in a loop the way the
+engine's client worker does: a non-blocking socket, connect() twice, tuple by
+tuple (plan.worker_order, the engine's own function). The rounds alternate:
+bound (IP_BIND_ADDRESS_NO_PORT, then bind() to the client namespace's second
+address: what the engine does with several sources) and unbound (the first
+address, the one the route picks: what it does with one source, plan.routes_choose).
+Every round's connections are checked (each one established, from the address it
+should have) and then reset (SO_LINGER 0), so each round starts from the same tables.
 
 Prints each kind's wall and CPU (this process's user + system) microseconds per
 connection, the median over its rounds, and the ratio unbound / bound; the last
@@ -26,7 +27,6 @@ import json
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -35,9 +35,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import connections as bench  # noqa: E402  pylint: disable=wrong-import-position
 
+sys.dont_write_bytecode = True              # no files/tcpscale/__pycache__ (the roles copy it)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'files'))
+# pylint: disable-next=wrong-import-position
+from tcpscale.plan import worker_order  # noqa: E402
+# pylint: disable-next=wrong-import-position
+from tcpscale.system import IP_BIND_ADDRESS_NO_PORT, LINGER_RST  # noqa: E402
+
 PORTS = 64
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, 'IP_BIND_ADDRESS_NO_PORT', 24)
-LINGER_RST = struct.pack('ii', 1, 0)
 
 LISTENER = r'''
 import select, socket, sys
@@ -65,26 +70,33 @@ while True:
 
 
 def one_round(n, src, dsts, bind):
-    """(wall us, CPU us) per connection of n connections, bound to src or not."""
+    """(wall us, CPU us) per connection of n connections, bound to src or not, and how
+    many of them were established from src (checked after the timing)."""
     socks = []
     nonblock_stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     ndst = len(dsts)
     t0, c0 = time.perf_counter(), os.times()
-    for i in range(n):
+    for g in worker_order(0, n, ndst):
         s = socket.socket(socket.AF_INET, nonblock_stream)
         if bind:
             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             s.bind((src, 0))
-        d = dsts[i % ndst]
+        d = dsts[g % ndst]
         if s.connect_ex(d) == errno.EINPROGRESS:
             s.connect_ex(d)
         socks.append(s)
     t1, c1 = time.perf_counter(), os.times()
+    ok = 0
     for s in socks:
+        try:
+            s.getpeername()
+            ok += s.getsockname()[0] == src
+        except OSError:
+            pass
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
         s.close()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    return (t1 - t0) * 1e6 / n, cpu * 1e6 / n
+    return (t1 - t0) * 1e6 / n, cpu * 1e6 / n, ok
 
 
 def main():
@@ -99,7 +111,8 @@ def main():
     listener = None
     got = {'bound': [], 'unbound': []}
     try:
-        src = bench.create_namespaces(host, 1, 0)[0]
+        # the route picks the first; a bound connection from the second shows its bind
+        routed, other = bench.create_namespaces(host, 2, 0)
         listener = subprocess.Popen(bench.ip_netns_exec(bench.NS_SRV, [
             sys.executable, '-c', LISTENER, bench.SRV_ADDR, str(bench.PORT_LO), str(PORTS)]),
             stdout=subprocess.PIPE, universal_newlines=True)
@@ -110,7 +123,9 @@ def main():
             for r in range(args.rounds):
                 for kind in (('bound', 'unbound') if r % 2 == 0 else ('unbound', 'bound')):
                     time.sleep(0.5)         # the listener catches up, the resets settle
-                    got[kind].append(one_round(args.connections, src, dsts, kind == 'bound'))
+                    bound = kind == 'bound'
+                    got[kind].append(one_round(args.connections, other if bound else routed,
+                                               dsts, bound))
     finally:
         if listener is not None:
             listener.kill()
@@ -119,19 +134,29 @@ def main():
         host.restore()
     out = {'connections': args.connections, 'rounds': args.rounds}
     for kind, runs in got.items():
-        out[kind] = {'wall_us_per_conn': round(statistics.median(w for w, _c in runs), 2),
-                     'cpu_us_per_conn': round(statistics.median(c for _w, c in runs), 2),
-                     'wall_by_round': [round(w, 2) for w, _c in runs]}
-        bench.log('%-8s wall %5.2f us, CPU %5.2f us per connection (median of %d rounds: %s)'
+        out[kind] = {'wall_us_per_conn': round(statistics.median(r[0] for r in runs), 2),
+                     'cpu_us_per_conn': round(statistics.median(r[1] for r in runs), 2),
+                     'wall_by_round': [round(r[0], 2) for r in runs],
+                     'established_by_round': [r[2] for r in runs]}
+        bench.log('%-8s wall %5.2f us, CPU %5.2f us per connection (median of %d rounds: %s); '
+                  'established from its source: %s'
                   % (kind, out[kind]['wall_us_per_conn'], out[kind]['cpu_us_per_conn'],
-                     len(runs), ', '.join('%.2f' % w for w, _c in runs)))
+                     len(runs), ', '.join('%.2f' % r[0] for r in runs),
+                     ', '.join(str(r[2]) for r in runs)))
     out['unbound_vs_bound'] = {
         'wall': round(out['unbound']['wall_us_per_conn'] / out['bound']['wall_us_per_conn'], 3),
         'cpu': round(out['unbound']['cpu_us_per_conn'] / out['bound']['cpu_us_per_conn'], 3)}
     bench.log('unbound / bound: wall %.3fx, CPU %.3fx' % (out['unbound_vs_bound']['wall'],
                                                           out['unbound_vs_bound']['cpu']))
+    short = {kind: [r[2] for r in runs if r[2] != args.connections] for kind, runs in got.items()}
+    for kind, counts in short.items():
+        if counts:
+            bench.log('%s: %d round(s) with fewer than %d connections established from its '
+                      'source (%s): their times do not count' % (
+                          kind, len(counts), args.connections, ', '.join(map(str, counts))))
     print(json.dumps(out, sort_keys=True))
+    return 1 if any(short.values()) else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

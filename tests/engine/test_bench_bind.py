@@ -2,7 +2,8 @@
 # Copyright: scalelab.testbed contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """benchmarks/bind.py runs: both kinds of connect loop, alternating, in real namespaces
-that it removes again, with the ratio it prints."""
+that it removes again, with the ratio it prints; every connection it times is
+established, the bound ones from the address they were bound to."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def test_the_bind_benchmark_times_bound_and_unbound_connects(heavy_lock):
     for kind in ('bound', 'unbound'):
         assert len(out[kind]['wall_by_round']) == 3, out
         assert out[kind]['wall_us_per_conn'] > 0 and out[kind]['cpu_us_per_conn'] > 0, out
+        # every connection of every round established, from the address it should have:
+        # the bound loop's from the second address, which the route would not pick
+        assert out[kind]['established_by_round'] == [3000] * 3, out
     assert out['unbound_vs_bound']['wall'] == round(
         out['unbound']['wall_us_per_conn'] / out['bound']['wall_us_per_conn'], 3)
     assert 'tbd-bench' not in run(['ip', 'netns', 'list']).stdout
