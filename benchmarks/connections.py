@@ -633,12 +633,13 @@ def terminate(proc, sig=signal.SIGTERM, timeout=120.0):
 # ---------------------------------------------------------------------------
 # phases
 
-WORKDIRS = '/tmp/tbd-bench-%d-*'      # a run's working directories (PID, then what)
+WORKDIR = '/tmp/tbd-bench-%d-'        # a run's working directories: this, then what
+WORKDIRS = WORKDIR + '*'
 
 
 def workdir(name):
     """/tmp/tbd-bench-PID-NAME: one of this run's working directories (see WORKDIRS)."""
-    return '/tmp/tbd-bench-%d-%s' % (os.getpid(), name)
+    return WORKDIR % os.getpid() + name
 
 
 def finish_workdirs(keep, failed):

@@ -28,8 +28,9 @@ supervisor reads the real limit, raises the soft limit to the hard one, and
 plans ``workers = ceil(sockets / (limit - reserve))``. Workers keep each
 connection as a bare file descriptor, marked in a table of one byte per possible
 descriptor (no socket object), watch them with one epoll each, and report
-through a shared memory page per worker; the supervisor aggregates, prints progress on stderr and writes the
-summary (the last line on stdout, and --summary-file).
+through a shared memory page per worker; the supervisor aggregates, prints
+progress on stderr and writes the summary (the last line on stdout, and
+--summary-file).
 
 Exit codes: 0 target reached (client) / clean stop (server); 1 target not
 reached; 2 bad arguments, unreachable arithmetic or an endpoint that cannot
